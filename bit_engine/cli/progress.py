@@ -1,0 +1,56 @@
+"""A one-line text progress bar for the terminal (redrawn in place; plain lines when not a TTY)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class TextProgress:
+    """Draws `[#####.....]  42%  text` on one line, at most every `interval` seconds."""
+
+    def __init__(self, stream=None, width: int = 30, interval: float = 0.2):
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.interval = interval
+        self._last = 0.0
+        self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._drawn = False
+
+    def update(self, fraction: float, text: str = "", force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.interval:
+            return
+        self._last = now
+        fraction = min(max(fraction, 0.0), 1.0)
+        filled = int(round(fraction * self.width))
+        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {fraction * 100:5.1f}%  {text}"
+        if self._tty:
+            self.stream.write("\r" + line[:160].ljust(100))
+        elif force or not self._drawn or fraction >= 1.0:
+            self.stream.write(line + "\n")
+        else:
+            return
+        self._drawn = True
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._tty and self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+        self._drawn = False
