@@ -270,7 +270,13 @@ def plan(
     if mixup is not None and mixup != alpha:
         if mixup < 0:
             raise ValueError(f"Mixup alpha cannot be negative, got {mixup}.")
-        record("mixup", alpha, mixup, f"Mixup {mixup} instead of the rule's {alpha}.")
+        record(
+            "mixup",
+            alpha,
+            mixup,
+            f"Mixup {mixup} instead of the rule's {alpha:g}: the paper uses "
+            + ("none below 20,000 images." if alpha == 0 else f"{alpha:g} from 20,000 images on."),
+        )
         reasons["mixup"] = "No mixup (you chose it)." if mixup == 0 else f"Mixup {mixup} (you chose it)."
         alpha = mixup
     use_flip = True if flip is None else flip

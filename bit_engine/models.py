@@ -215,14 +215,15 @@ class ModelSpec:
         return int(self.arch.split("x")[1])
 
 
-# Parameter counts are exact (tests/test_models.py rebuilds every architecture on the meta device to check).
+# Backbone parameter counts (all but the head), equal to timm's resnetv2_*_bit; tests/test_models.py
+# rebuilds every architecture on the meta device to check.
 _BACKBONE_PARAMS = {
     "R50x1": 23_500_352,
-    "R50x3": 211_106_688,
+    "R50x3": 211_174_080,
     "R101x1": 42_492_480,
-    "R101x3": 381_789_120,
-    "R152x2": 232_165_184,
-    "R152x4": 928_340_608,
+    "R101x3": 381_789_888,
+    "R152x2": 232_238_208,
+    "R152x4": 928_340_224,
 }
 _FEATURES = {"R50x1": 2048, "R50x3": 6144, "R101x1": 2048, "R101x3": 6144, "R152x2": 4096, "R152x4": 8192}
 
