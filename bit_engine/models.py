@@ -261,7 +261,7 @@ KNOWN_MODELS: dict[str, ModelSpec] = {
             params=4_652_008,
             url="",
             license="Apache-2.0",
-            normalization=Normalization(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+            normalization=Normalization(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
         ),
     ]
 }
