@@ -30,31 +30,35 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from types import MappingProxyType
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError, features
 
 from bit_engine.errors import BitStudioError
 
 #: Largest width x height decoded. Pillow's default warning threshold (see the module docstring).
 MAX_PIXELS = 89_478_485
 
-#: Formats Pillow may open. MPO is the multi-picture JPEG some cameras write.
-FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+#: AVIF needs a Pillow built with libavif (11.2+ wheels are); older ones cannot read it.
+_AVIF = features.check_module("avif")
+
+#: Formats Pillow may open. "JPEG" includes MPO, the multi-picture JPEG some cameras write.
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", *(("AVIF",) if _AVIF else ()))
 
 #: File name endings treated as photos when scanning a folder (compared lower-case).
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".mpo"}
+    | ({".avif"} if _AVIF else set())
 )
 
 #: Photo formats people have but Pillow cannot read; named so the message can say what to do.
 UNSUPPORTED_SUFFIXES = {
     ".heic": "HEIC/HEIF photos (the iPhone default) cannot be read yet",
     ".heif": "HEIC/HEIF photos (the iPhone default) cannot be read yet",
-    ".avif": "AVIF photos cannot be read yet",
     ".jxl": "JPEG XL photos cannot be read yet",
     ".dng": "camera RAW files cannot be read",
     ".cr2": "camera RAW files cannot be read",
@@ -66,6 +70,7 @@ UNSUPPORTED_SUFFIXES = {
     ".raf": "camera RAW files cannot be read",
     ".svg": "drawings (SVG) cannot be read",
     ".psd": "Photoshop files cannot be read",
+    **({} if _AVIF else {".avif": "AVIF photos cannot be read by this installation"}),
 }
 
 # How many bytes at the end of a file `probe` reads to find the end-of-image marker. Encoders and
@@ -227,7 +232,11 @@ def _open(path: str | os.PathLike, max_pixels: int):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(path, formats=FORMATS)
     except Image.DecompressionBombError as e:
-        raise ImageError(path, "too_large", _too_large_detail(None, max_pixels)) from e
+        # Pillow refuses twice its own limit before we see the size; its message carries the count.
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        raise ImageError(
+            path, "too_large", _too_large_detail(int(found[1]) if found else None, max_pixels)
+        ) from e
     except PermissionError as e:
         raise ImageError(path, "unreadable") from e
     except FileNotFoundError as e:
@@ -247,14 +256,19 @@ def _open(path: str | os.PathLike, max_pixels: int):
         if w <= 0 or h <= 0:
             raise ImageError(path, "corrupt", "the image header gives no size")
         if w * h > max_pixels:
-            raise ImageError(path, "too_large", _too_large_detail((w, h), max_pixels))
+            raise ImageError(path, "too_large", _too_large_detail(w * h, max_pixels, (w, h)))
         yield im
 
 
-def _too_large_detail(size: tuple[int, int] | None, max_pixels: int) -> str:
-    limit = f"{max_pixels / 1e6:.0f} million pixels"
-    what = f"{size[0]} x {size[1]} pixels" if size else "the image"
-    return f"{what} is more than the limit of {limit}; make a smaller copy of it (any photo editor can)"
+def _too_large_detail(pixels: int | None, max_pixels: int, size: tuple[int, int] | None = None) -> str:
+    what = "the image is"
+    if pixels:
+        what = f"the image has {pixels / 1e6:,.0f} million pixels"
+        what += f" ({size[0]} x {size[1]})," if size else ","
+    return (
+        f"{what} more than the limit of {max_pixels / 1e6:,.0f} million; "
+        "make a smaller copy of it (any photo editor can)"
+    )
 
 
 def _load(im: Image.Image, path: str | os.PathLike) -> None:
@@ -264,9 +278,9 @@ def _load(im: Image.Image, path: str | os.PathLike) -> None:
     except PermissionError as e:
         raise ImageError(path, "unreadable") from e
     except (OSError, EOFError) as e:
-        text = str(e).lower()
-        reason = "truncated" if "truncated" in text or isinstance(e, EOFError) else "corrupt"
-        raise ImageError(path, reason, f"{REASONS[reason]} ({e})") from e
+        if "truncated" in str(e).lower() or isinstance(e, EOFError):
+            raise ImageError(path, "truncated") from e
+        raise ImageError(path, "corrupt", f"{REASONS['corrupt']} ({e})") from e
     except Image.DecompressionBombError as e:  # a frame larger than the header said (GIF)
         raise ImageError(path, "too_large", str(e)) from e
     except MemoryError:
