@@ -143,10 +143,6 @@ def probe(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> ImageInfo
         ImageError: with a `reason` code (see `REASONS`) for any file `open_rgb` would refuse,
             except the rare damage inside a complete file (see the module docstring).
     """
-    suffix = os.path.splitext(os.fspath(path))[1].lower()
-    if suffix in UNSUPPORTED_SUFFIXES:
-        detail = f"{UNSUPPORTED_SUFFIXES[suffix]}; save it as JPEG or PNG"
-        raise ImageError(path, "unsupported_format", detail)
     with _open(path, max_pixels) as im:
         fmt = im.format or "?"
         orientation = _orientation(im)
@@ -216,6 +212,11 @@ def open_rgb(
 @contextlib.contextmanager
 def _open(path: str | os.PathLike, max_pixels: int):
     """`Image.open` restricted to `FORMATS`, every failure turned into an `ImageError` with a reason."""
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix in UNSUPPORTED_SUFFIXES:
+        # Some of these (RAW files are TIFF inside) would open as a thumbnail: refuse by name, and say why.
+        detail = f"{UNSUPPORTED_SUFFIXES[suffix]}; save it as JPEG or PNG"
+        raise ImageError(path, "unsupported_format", detail)
     try:
         size = os.stat(path).st_size
     except FileNotFoundError as e:
