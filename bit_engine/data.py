@@ -100,27 +100,27 @@ SKIP_REASONS = MappingProxyType(
     }
 )
 
-#: `SkippedFile.reason` -> a few words for counting ("3 damaged (cut off)").
+#: `SkippedFile.reason` -> a short label for counting ("damaged (cut off): 3").
 SKIP_SHORT = MappingProxyType(
     {
         "missing": "gone",
-        "empty": "empty (0 bytes)",
-        "unreadable": "not allowed to be read",
-        "not_an_image": "not photos",
-        "unsupported_format": "in a format that cannot be read (HEIC, RAW, ...)",
+        "empty": "empty file",
+        "unreadable": "no permission to read",
+        "not_an_image": "not a photo",
+        "unsupported_format": "unsupported format (HEIC, RAW, ...)",
         "truncated": "damaged (cut off)",
         "corrupt": "damaged",
         "too_large": "too large",
         "too_small": "too small",
         "hidden": "hidden",
-        "not_a_file": "not regular files",
+        "not_a_file": "not a regular file",
         "outside_class": "not in a class folder",
-        "symlink_loop": "links that loop back",
-        "duplicate_link": "links to folders already read",
-        "broken_link": "broken links",
-        "bad_name": "with names that are not valid text",
-        "no_train_class": "in a validation class with no training folder",
-        "unused_folder": "unused folders",
+        "symlink_loop": "link that loops back",
+        "duplicate_link": "link to a folder already read",
+        "broken_link": "broken link",
+        "bad_name": "name that is not valid text",
+        "no_train_class": "validation class without training folder",
+        "unused_folder": "unused folder",
     }
 )
 
@@ -351,6 +351,7 @@ class _Progress:
         self.on_progress = on_progress
         self.cancel = cancel
         self._last = 0.0
+        self._stage = ""
 
     def tick(self, stage: str, done: int, total: int | None, current: str, force: bool = False) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -358,8 +359,9 @@ class _Progress:
         if self.on_progress is None:
             return
         now = time.monotonic()
-        if force or now - self._last >= _PROGRESS_INTERVAL:
-            self._last = now
+        # A new stage is always announced, so a progress bar can switch its label at once.
+        if force or stage != self._stage or now - self._last >= _PROGRESS_INTERVAL:
+            self._last, self._stage = now, stage
             self.on_progress(ScanProgress(stage, done, total, current))
 
 
@@ -553,8 +555,12 @@ def _check_root(root: str, given) -> None:
         raise BitStudioError(f"The folder {given} does not exist. {hint}")
     if not os.path.isdir(root):
         raise BitStudioError(f"{given} is a file, not a folder. {hint}")
-    if not os.access(root, os.R_OK | os.X_OK):
-        raise BitStudioError(f"The folder {given} cannot be opened (no permission). {hint}")
+    try:
+        with os.scandir(root):
+            pass
+    except OSError as e:
+        why = "no permission" if isinstance(e, PermissionError) else (e.strerror or str(e))
+        raise BitStudioError(f"The folder {given} cannot be opened ({why}). {hint}") from e
 
 
 @dataclass
@@ -782,7 +788,7 @@ def _report(root, layout, walker, usable, progress, find_duplicates, started) ->
         val=tuple(samples["val"]),
         split_dirs=layout.split_dirs,
         counts=counts,
-        skipped=tuple(walker.skipped),
+        skipped=tuple(sorted(walker.skipped, key=lambda s: s.path)),
         median_size=median_size,
         imbalance=imbalance,
         duplicates=tuple(duplicates),
@@ -822,8 +828,8 @@ def _skip_summary(skipped: Sequence[SkippedFile]) -> str:
     if not counted:
         return ""
     n = sum(counted.values())
-    parts = ", ".join(f"{k} {SKIP_SHORT[r]}" for r, k in sorted(counted.items(), key=lambda kv: -kv[1]))
-    return f"{n} {'item was' if n == 1 else 'items were'} skipped: {parts}."
+    parts = ", ".join(f"{SKIP_SHORT[r]}: {k}" for r, k in sorted(counted.items(), key=lambda kv: -kv[1]))
+    return f"{n} {'item was' if n == 1 else 'items were'} skipped ({parts})."
 
 
 def _find_duplicates(kept, label, progress: _Progress) -> list[DuplicateGroup]:

@@ -31,6 +31,7 @@ import contextlib
 import io
 import os
 import re
+import stat
 import warnings
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -218,14 +219,17 @@ def _open(path: str | os.PathLike, max_pixels: int):
         detail = f"{UNSUPPORTED_SUFFIXES[suffix]}; save it as JPEG or PNG"
         raise ImageError(path, "unsupported_format", detail)
     try:
-        size = os.stat(path).st_size
+        st = os.stat(path)
     except FileNotFoundError as e:
         raise ImageError(path, "missing") from e
     except PermissionError as e:
         raise ImageError(path, "unreadable") from e
     except OSError as e:
         raise ImageError(path, "unreadable", f"the file cannot be opened ({e.strerror or e})") from e
-    if size == 0:
+    if not stat.S_ISREG(st.st_mode):
+        # A folder, or a pipe or device that would block the read forever.
+        raise ImageError(path, "not_an_image", "it is not a file")
+    if st.st_size == 0:
         raise ImageError(path, "empty")
     try:
         with warnings.catch_warnings():
@@ -245,8 +249,10 @@ def _open(path: str | os.PathLike, max_pixels: int):
     except UnidentifiedImageError as e:
         raise ImageError(path, "not_an_image") from e
     except (OSError, EOFError) as e:
-        # Pillow says "Truncated File Read" or similar when the header itself is cut off.
-        raise ImageError(path, "truncated") from e
+        # Pillow says "Truncated File Read" (or hits the end of the file) when the header is cut off.
+        if isinstance(e, EOFError) or "truncated" in str(e).lower():
+            raise ImageError(path, "truncated") from e
+        raise ImageError(path, "corrupt", f"the file cannot be read ({e})") from e
     except Exception as e:
         # Malformed headers make Pillow's format plugins raise almost anything (SyntaxError, struct.error,
         # IndexError, ...): every one of them means "not a photo we can read".

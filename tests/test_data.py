@@ -324,7 +324,7 @@ def test_class_folders_with_nothing_usable_is_an_error_that_says_why(tmp_path):
     (tmp_path / "ds" / "a" / "x.jpg").write_text("not a photo")
     (tmp_path / "ds" / "b").mkdir()
     report = scan(tmp_path / "ds")
-    assert "No usable photos" in report.errors[0] and "1 not photos" in report.errors[0]
+    assert "No usable photos" in report.errors[0] and "not a photo: 1" in report.errors[0]
 
 
 def test_a_file_or_a_missing_path_raises_a_clear_error(tmp_path):
@@ -500,4 +500,10 @@ def test_permission_denied_is_reported_as_unreadable(tmp_path, monkeypatch):
     report = scan(root)
     assert {s.path: s.reason for s in report.skipped} == {"a/a_001.png": "unreadable"}
     assert report.counts["train"] == (1, 2)
-    assert any("not allowed to be read" in w for w in report.warnings)
+    assert any("no permission to read: 1" in w for w in report.warnings)
+
+
+def test_open_rgb_on_a_folder_says_it_is_not_a_file(tmp_path):
+    with pytest.raises(images.ImageError) as err:
+        images.open_rgb(tmp_path)
+    assert err.value.reason == "not_an_image" and "not a file" in str(err.value)
