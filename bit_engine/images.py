@@ -8,10 +8,11 @@ How deep `probe` looks, and why:
     A header-only open (`Image.open` without `load`) accepts a file cut off halfway through a copy or a
     download, and such files are common in scraped or synced photo folders. Decoding everything would catch
     all damage but costs 5-100x more (a full 12 MP JPEG decode is ~100 ms). So `probe` also reads the last
-    few hundred bytes and checks the end-of-image marker (JPEG `FF D9`, PNG `IEND`, GIF trailer `;`, the WebP
-    RIFF length): a truncated file fails that check. When the check is inconclusive (a JPEG with a trailer
-    after its image, e.g. a phone "motion photo"; BMP and TIFF, which have no end marker) `probe` decodes
-    the image once, so a valid photo is never rejected on a guess. What it cannot see: corruption *inside*
+    few hundred bytes and checks the end-of-image marker (JPEG `FF D9`, PNG `IEND`) or the lengths the file
+    declares (the WebP RIFF length, the AVIF box sizes): a truncated file fails that check. When the check
+    is inconclusive (a JPEG with a trailer after its image, e.g. a phone "motion photo"; BMP and TIFF, which
+    have no end marker; GIF, whose one-byte trailer a cut file can end with by chance) `probe` decodes the
+    image (the first frame) once, so a valid photo is never rejected on a guess. What it cannot see: corruption *inside*
     a complete file (a flipped bit in the compressed data). `open_rgb` raises `ImageError` for those, and
     callers that decode (the training loader) must treat that as a skip, not a crash. Pillow's global
 `ImageFile.LOAD_TRUNCATED_IMAGES` must stay False (its default; this module never changes it): with it on,
@@ -50,7 +51,8 @@ _AVIF = features.check_module("avif")
 #: Formats Pillow may open. "JPEG" includes MPO, the multi-picture JPEG some cameras write.
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", *(("AVIF",) if _AVIF else ()))
 
-#: File name endings treated as photos when scanning a folder (compared lower-case).
+#: File name endings of photos this module reads (compared lower-case), for file dialogs and drop filters.
+#: Scanning decides by content, not by name.
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".mpo"}
     | ({".avif"} if _AVIF else set())
@@ -337,6 +339,8 @@ def _has_end_marker(fp, fmt: str) -> bool:
             fp.seek(4)
             declared = int.from_bytes(fp.read(4), "little") + 8
             return size >= declared
+        if fmt == "AVIF":
+            return _boxes_complete(fp, size)
         fp.seek(max(0, size - _TAIL_BYTES))
         tail = fp.read().rstrip(b"\x00")
     except (OSError, ValueError):
@@ -345,9 +349,26 @@ def _has_end_marker(fp, fmt: str) -> bool:
         return tail.endswith(b"\xff\xd9")
     if fmt == "PNG":
         return tail.endswith(b"IEND\xaeB`\x82")
-    if fmt == "GIF":
-        return tail.endswith(b";")
-    return False  # BMP, TIFF: no end marker to check
+    return False  # GIF, BMP, TIFF: decode instead
+
+
+def _boxes_complete(fp, size: int) -> bool:
+    """True when the top-level ISO-BMFF boxes (AVIF: ftyp, meta, mdat) add up to exactly the file size."""
+    pos = 0
+    for _ in range(64):  # a real file has a handful; more is odd enough to decode instead
+        fp.seek(pos)
+        header = fp.read(16)
+        if len(header) < 8:
+            return False
+        length = int.from_bytes(header[:4], "big")
+        if length == 1 and len(header) == 16:
+            length = int.from_bytes(header[8:16], "big")
+        elif length < 8:
+            return False  # 0 means "to the end of the file": nothing to compare
+        pos += length
+        if pos >= size:
+            return pos == size
+    return False
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

@@ -507,3 +507,35 @@ def test_open_rgb_on_a_folder_says_it_is_not_a_file(tmp_path):
     with pytest.raises(images.ImageError) as err:
         images.open_rgb(tmp_path)
     assert err.value.reason == "not_an_image" and "not a file" in str(err.value)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "AVIF"])
+def test_every_format_reads_whole_and_is_refused_when_cut_off(tmp_path, fmt):
+    if fmt not in images.FORMATS:
+        pytest.skip(f"this Pillow cannot read {fmt}")
+    path = tmp_path / f"x.{fmt.lower()}"
+    noise_photo(4, (48, 40)).save(path, fmt)
+    assert images.probe(path).size == (48, 40)
+    assert images.open_rgb(path).size == (48, 40)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
+    for read in (images.probe, images.open_rgb):
+        with pytest.raises(images.ImageError):
+            read(path)
+
+
+def test_probe_and_open_rgb_agree_on_every_corpus_file(corpus):
+    # Scanning must not let through a file the training loader would then fail on.
+    for path in corpus["root"].rglob("*"):
+        if not path.is_file() or path.is_symlink():
+            continue
+        try:
+            images.probe(path)
+            probed = "ok"
+        except images.ImageError as e:
+            probed = e.reason
+        try:
+            images.open_rgb(path)
+            opened = "ok"
+        except images.ImageError as e:
+            opened = e.reason
+        assert probed == opened, path
