@@ -7,6 +7,7 @@ stem's zero pad before an *unpadded* max pool, and the projection shortcut taken
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,13 @@ WS_EPS = 1e-10
 #: Where the official weights live; `weights.py` lets an environment variable override it.
 OFFICIAL_BASE_URL = "https://storage.googleapis.com/bit_models"
 
-_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+_DEPTHS = {
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+    # One unit per stage: no official weights; the tests' small stand-in for a BiT model.
+    14: (1, 1, 1, 1),
+}
 
 
 class StdConv2d(nn.Conv2d):
@@ -114,7 +121,7 @@ class ResNetV2(nn.Module):
         )
         blocks = OrderedDict()
         cin = 64 * wf
-        for i, (units, stride) in enumerate(zip(depths, (1, 2, 2, 2)), start=1):
+        for i, (units, stride) in enumerate(zip(depths, (1, 2, 2, 2), strict=True), start=1):
             cout = 256 * wf * 2 ** (i - 1)
             block = OrderedDict()
             for u in range(1, units + 1):
@@ -293,14 +300,15 @@ def create_model(name: str, num_classes: int, zero_head: bool = True, ws_eps: fl
     """A randomly initialised model of the named architecture with a `num_classes` head.
 
     Args:
-        name: a table name ("BiT-M-R50x1", "EfficientNet-Lite0") or a bare BiT architecture ("R50x1").
+        name: a table name ("BiT-M-R50x1", "EfficientNet-Lite0") or a bare BiT architecture ("R50x1";
+            "R14x1" is a one-unit-per-stage model for tests).
         num_classes: head size.
         zero_head: start the head at zero (BiT fine-tuning does).
         ws_eps: Weight Standardization epsilon (BiT only).
     """
-    if name.upper() in {a.upper() for a in _BACKBONE_PARAMS}:
-        arch = next(a for a in _BACKBONE_PARAMS if a.upper() == name.upper())
-        depth, wf = int(arch[1:].split("x")[0]), int(arch.split("x")[1])
+    bare = re.fullmatch(r"R(\d+)x(\d+)", name, flags=re.IGNORECASE)
+    if bare and int(bare[1]) in _DEPTHS:
+        depth, wf = int(bare[1]), int(bare[2])
     else:
         spec = get_spec(name)
         if spec.family == "efficientnet":

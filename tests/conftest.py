@@ -18,3 +18,51 @@ def _isolated_folders(tmp_path, monkeypatch):
     monkeypatch.setenv(locations.DATA_ENV, str(tmp_path / "data"))
     # Weights are never fetched from the real host in tests: an unroutable base URL unless a test serves one.
     monkeypatch.setenv("BIT_STUDIO_WEIGHTS_URL", "http://127.0.0.1:9/bit_models")
+
+
+def make_color_folder(root, classes=("red", "green", "blue"), per_class=10, size=(40, 30), seed=0):
+    """A separable labelled folder: each class is a colour, with noise so that no two images are equal."""
+    import numpy as np
+    from PIL import Image
+
+    colours = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 20)}
+    rng = np.random.default_rng(seed)
+    for name in classes:
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            base = np.array(colours[name], dtype=np.int16)
+            pixels = base + rng.integers(-40, 40, (size[1], size[0], 3))
+            Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"{name}_{i:02d}.png")
+    return root
+
+
+@pytest.fixture
+def color_folder(tmp_path):
+    return make_color_folder(tmp_path / "colours")
+
+
+@pytest.fixture
+def tiny_bit(monkeypatch):
+    """A tiny BiT model ("BiT-T-R14x1": one unit per stage) whose 'pre-trained' npz sits in the cache."""
+    import torch
+
+    from bit_engine import models, weights
+
+    spec = models.ModelSpec(
+        name="BiT-T-R14x1",
+        family="bit",
+        arch="R14x1",
+        upstream="random weights (tests)",
+        upstream_classes=10,
+        params=0,
+        url="http://127.0.0.1:9/BiT-T-R14x1.npz",
+        license="test",
+    )
+    monkeypatch.setitem(models.KNOWN_MODELS, spec.name, spec)
+    torch.manual_seed(1234)
+    model = models.create_model("R14x1", num_classes=10, zero_head=False)
+    path = weights.cache_file(spec.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    models.save_bit_npz(model, path)
+    return spec.name

@@ -21,7 +21,12 @@ from bit_engine.hyperrule import Schedule, plan
 )
 def test_schedule_and_mixup_by_dataset_size(n, warmup, boundaries, total, mixup):
     p = plan(n, (500, 375), "BiT-M-R50x1")
-    assert (p.warmup_steps, p.lr_boundaries, p.total_steps, p.mixup_alpha) == (warmup, boundaries, total, mixup)
+    assert (p.warmup_steps, p.lr_boundaries, p.total_steps, p.mixup_alpha) == (
+        warmup,
+        boundaries,
+        total,
+        mixup,
+    )
     assert (p.base_lr, p.batch, p.momentum) == (0.003, 512, 0.9)
 
 

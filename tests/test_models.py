@@ -25,8 +25,11 @@ def _randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.ndim == 1:  # GroupNorm gamma/beta and the head bias
-                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g) if "weight" in name else
-                        0.1 * torch.randn(p.shape, generator=g))
+                p.copy_(
+                    1.0 + 0.2 * torch.randn(p.shape, generator=g)
+                    if "weight" in name
+                    else 0.1 * torch.randn(p.shape, generator=g)
+                )
         head = model.head.conv.weight
         head.copy_(torch.randn(head.shape, generator=g) / head.shape[1] ** 0.5)
     return model
@@ -38,7 +41,9 @@ def _timm_logits(variant: str, npz_path, x, num_classes):
     return ref.eval()(x)
 
 
-@pytest.mark.parametrize(("arch", "variant"), [("R50x1", "resnetv2_50x1_bit"), ("R101x1", "resnetv2_101x1_bit")])
+@pytest.mark.parametrize(
+    ("arch", "variant"), [("R50x1", "resnetv2_50x1_bit"), ("R101x1", "resnetv2_101x1_bit")]
+)
 def test_logits_match_timm_on_the_same_npz(tmp_path, arch, variant):
     torch.manual_seed(0)
     # timm's BiT port standardizes with eps 1e-8; compare at equal eps.
@@ -94,7 +99,7 @@ def test_npz_of_another_architecture_names_the_first_mismatch(tmp_path):
 def test_not_an_npz_is_refused(tmp_path):
     path = tmp_path / "photo.npz"
     path.write_bytes(b"\xff\xd8\xff\xe0 not a zip")
-    with pytest.raises(NotAnNpzError, match="not a readable .npz"):
+    with pytest.raises(NotAnNpzError, match=r"not a readable \.npz"):
         load_bit_npz(create_model("R50x1", num_classes=2), path)
 
 
@@ -123,7 +128,7 @@ def test_table_has_all_official_models():
 
 
 def test_unknown_model_lists_the_known_ones():
-    with pytest.raises(UnknownModelError, match="BiT-M-R50x1.*EfficientNet-Lite0"):
+    with pytest.raises(UnknownModelError, match=r"BiT-M-R50x1.*EfficientNet-Lite0"):
         create_model("ResNet-9000", num_classes=2)
 
 

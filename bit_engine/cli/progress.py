@@ -15,7 +15,7 @@ def format_bytes(n: float) -> str:
 
 
 def format_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
+    seconds = max(0, round(seconds))
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
@@ -38,7 +38,7 @@ class TextProgress:
             return
         self._last = now
         fraction = min(max(fraction, 0.0), 1.0)
-        filled = int(round(fraction * self.width))
+        filled = round(fraction * self.width)
         line = f"[{'#' * filled}{'.' * (self.width - filled)}] {fraction * 100:5.1f}%  {text}"
         if self._tty:
             self.stream.write("\r" + line[:160].ljust(100))

@@ -1,0 +1,413 @@
+"""`bit-studio plan | train | resume | evaluate | demo`: the main job, from a folder to an evaluated model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from pathlib import Path
+
+from bit_engine.cli.progress import TextProgress, format_bytes, format_duration
+
+
+def register(sub) -> None:
+    p = sub.add_parser("plan", help="show the dataset report, the HyperRule plan and time estimates")
+    p.add_argument("data_dir", help="folder with one sub-folder of images per class")
+    _model_arg(p)
+    _override_args(p)
+    p.add_argument("--strategy", choices=("full", "head", "scratch"), help="estimate only this strategy")
+    p.add_argument("--no-estimate", action="store_true", help="skip the timed estimate")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=_plan)
+
+    p = sub.add_parser("train", help="fine-tune a model on a labelled folder")
+    p.add_argument("data_dir", help="folder with one sub-folder of images per class")
+    _model_arg(p)
+    p.add_argument(
+        "--strategy",
+        choices=("full", "head", "scratch"),
+        default="full",
+        help="full: fine-tune everything (BiT); head: train only a new head (fast); "
+        "scratch: no pre-training (baseline)",
+    )
+    _override_args(p)
+    p.add_argument("--out", help="run folder to create (default: a new folder in your BiT Studio runs)")
+    p.add_argument("--json", action="store_true", help="print progress as JSON lines")
+    p.set_defaults(run=_train)
+
+    p = sub.add_parser("resume", help="continue a cancelled or interrupted run")
+    p.add_argument("run_dir")
+    p.add_argument("--json", action="store_true", help="print progress as JSON lines")
+    p.set_defaults(run=_resume)
+
+    p = sub.add_parser("evaluate", help="report accuracy and mistakes of a trained run")
+    p.add_argument("run_dir")
+    p.add_argument(
+        "data_dir", nargs="?", help="another labelled folder (default: the run's validation split)"
+    )
+    p.add_argument("--device", help="cpu, cuda or cuda:N")
+    p.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    p.set_defaults(run=_evaluate)
+
+    p = sub.add_parser("demo", help="try it all on a generated sample dataset (about a minute on a CPU)")
+    p.add_argument("--out", help="run folder to create")
+    p.add_argument("--offline", action="store_true", help="do not try to download BiT weights")
+    p.set_defaults(run=_demo)
+
+
+def _model_arg(p) -> None:
+    from bit_engine.models import DEFAULT_MODEL
+
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"pre-trained model (default {DEFAULT_MODEL}; see `bit-studio weights list`)",
+    )
+
+
+def _override_args(p) -> None:
+    g = p.add_argument_group("overrides of the BiT-HyperRule (each is recorded with the run)")
+    g.add_argument("--steps", type=int, help="total optimizer steps")
+    g.add_argument("--batch", type=int, help="global batch (the learning rate scales linearly)")
+    g.add_argument("--resolution", type=int, help="input size after the crop")
+    g.add_argument("--mixup", type=float, help="mixup alpha (0: off)")
+    g.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
+    g.add_argument("--no-crop", action="store_true", help="no random crop")
+    g.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when usable)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--micro-batch", type=int, help="images per forward pass (default: sized to memory)")
+
+
+def _config(args, strategy: str):
+    from bit_engine.config import TrainConfig
+    from bit_engine.errors import BitStudioError
+    from bit_engine.models import get_spec
+
+    spec = get_spec(args.model)  # an unknown name fails here, listing the known ones
+    try:
+        return TrainConfig(
+            data_dir=str(Path(args.data_dir).expanduser().resolve()),
+            model=spec.name,
+            strategy=strategy,
+            steps=args.steps,
+            batch=args.batch,
+            resolution=args.resolution,
+            mixup=args.mixup,
+            flip=not args.no_flip,
+            random_crop=not args.no_crop,
+            device=args.device,
+            seed=args.seed,
+            micro_batch=args.micro_batch,
+        )
+    except ValueError as exc:
+        raise BitStudioError(str(exc)) from exc
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Printing
+
+
+def _print_report(report) -> None:
+    split = f" (split on disk: {'/'.join(report.split_dirs)})" if report.split_dirs else ""
+    print(f"Dataset {report.root}{split}")
+    width = max((len(c) for c in report.classes), default=5)
+    for i, name in enumerate(report.classes):
+        counts = "  ".join(f"{k} {v[i]:>5}" for k, v in report.counts.items())
+        print(f"  {name:<{width}}  {counts}")
+    if report.median_size:
+        print(
+            f"  {report.num_images:,} usable images; median size {report.median_size[0]}x{report.median_size[1]}"
+        )
+    if report.skipped:
+        print(f"  {len(report.skipped)} files skipped:")
+        for s in report.skipped[:10]:
+            print(f"    {s.path}: {s.message}")
+        if len(report.skipped) > 10:
+            print(f"    ... and {len(report.skipped) - 10} more (see dataset.json in the run)")
+    for w in report.warnings:
+        print(f"  warning: {w}")
+    for e in report.errors:
+        print(f"  error: {e}")
+
+
+def _print_plan(plan) -> None:
+    print(f"BiT-HyperRule plan for {plan.model}")
+    for key in ("steps", "batch", "resolution", "mixup", "augmentation", "optimizer"):
+        print(f"  {key:<12} {plan.reasons[key]}")
+    for w in plan.warnings:
+        print(f"  warning: {w}")
+
+
+class _ProgressPrinter:
+    """Turns engine `Progress` objects into a progress bar (or JSON lines)."""
+
+    def __init__(self, as_json: bool):
+        self.as_json = as_json
+        self.bar = TextProgress()
+        self.phase = None
+
+    def __call__(self, p) -> None:
+        if self.as_json:
+            if p.phase in ("training", "done") or p.done == p.total:
+                print(json.dumps({k: getattr(p, k) for k in p.__dataclass_fields__}), flush=True)
+            return
+        if p.phase != self.phase:
+            if self.phase is not None:
+                self.bar.close()
+            self.phase = p.phase
+        if p.phase == "training":
+            text = f"step {p.step}/{p.total_steps}  loss {p.train_loss:.3f}  lr {p.lr:.2g}"
+            if p.images_per_s:
+                text += f"  {p.images_per_s:.0f} img/s"
+            if p.eta is not None:
+                text += f"  ETA {format_duration(p.eta)}"
+            if p.val_top1 is not None:
+                text += f"  val {p.val_top1:.1%}"
+            self.bar.update(p.fraction, text, force=p.step == p.total_steps)
+        elif p.phase == "downloading":
+            self.bar.update(p.fraction, f"downloading {format_bytes(p.done)} / {format_bytes(p.total)}")
+        elif p.phase == "done":
+            self.bar.close()
+        else:
+            self.bar.update(
+                p.fraction, f"{p.phase} {p.done}/{p.total}" if p.total else p.phase, force=p.done == p.total
+            )
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _run_cancellable(fn, printer):
+    """Run `fn(cancel)` with a fresh cancel flag (Ctrl-C sets it, see `_with_sigint`)."""
+    cancel = threading.Event()
+    try:
+        return fn(cancel)
+    finally:
+        printer.close()
+
+
+def _finish(result, as_json: bool) -> int:
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "status": result.status,
+                    "run_dir": str(result.run_dir),
+                    "step": result.step,
+                    "val_top1": result.val_top1,
+                }
+            )
+        )
+    elif result.status == "cancelled":
+        print(
+            f"Cancelled at step {result.step}/{result.total_steps}. The run is saved; continue it with:\n"
+            f"  bit-studio resume {result.run_dir}",
+            file=sys.stderr,
+        )
+    else:
+        print(f"Done: validation accuracy {result.val_top1:.1%} after {result.step} steps.")
+        print(f"Run folder: {result.run_dir}")
+        _print_mistakes(result.report)
+    return 0 if result.status == "done" else 130
+
+
+def _print_mistakes(report, limit: int = 5) -> None:
+    if not report:
+        return
+    for name, m in report["per_class"].items():
+        print(
+            f"  {name:<20} precision {m['precision']:.2f}  recall {m['recall']:.2f}  "
+            f"F1 {m['f1']:.2f}  ({m['support']} images)"
+        )
+    mistakes = report["misclassified"]
+    if mistakes:
+        print(f"  {len(mistakes)} validation images misclassified; the most confident mistakes:")
+        for m in mistakes[:limit]:
+            print(f"    {m['file']}: {m['true']} taken for {m['predicted']} ({m['confidence']:.0%})")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Commands
+
+
+def _plan(args) -> int:
+    from bit_engine import data
+    from bit_engine.train import estimate, make_plan
+
+    config = _config(args, args.strategy or "full")
+    report = data.scan(config.data_dir)
+    if args.json:
+        out = {"dataset": report.to_dict(include_samples=False)}
+    else:
+        _print_report(report)
+    if not report.ok:
+        if args.json:
+            print(json.dumps(out, indent=2))
+        return 2
+    split = data.split(report, val_fraction=config.val_fraction, seed=config.seed)
+    plan = make_plan(config, len(split.train), report.median_size)
+    if args.json:
+        out["plan"] = plan.to_dict()
+        out["split"] = {"train": len(split.train), "val": len(split.val), "source": split.source}
+    else:
+        print()
+        _print_plan(plan)
+        print(
+            f"  split        {len(split.train)} training / {len(split.val)} validation images "
+            f"({'from the folder' if split.source == 'disk' else 'held out at random, seeded'})"
+        )
+    if not args.no_estimate:
+        estimates = []
+        strategies = [args.strategy] if args.strategy else ["head", "full", "scratch"]
+        if not args.json:
+            print("\nTime estimates on this machine (a few timed steps):")
+        for strategy in strategies:
+            e = estimate(
+                config.replace(strategy=strategy), len(split.train), len(split.val), report.median_size
+            )
+            estimates.append(e.to_dict())
+            if not args.json:
+                print(f"  {strategy:<8} {e.text}")
+        if args.json:
+            out["estimates"] = estimates
+    if args.json:
+        print(json.dumps(out, indent=2))
+    return 0
+
+
+def _train(args) -> int:
+    from bit_engine.train import fit
+
+    config = _config(args, args.strategy)
+    printer = _ProgressPrinter(args.json)
+    if not args.json:
+        print(
+            f"Training {config.model} ({config.strategy}) on {config.data_dir}. Ctrl-C stops and keeps the run."
+        )
+    result = _run_cancellable(
+        lambda cancel: _with_sigint(fit, config, printer, cancel, out=args.out), printer
+    )
+    return _finish(result, args.json)
+
+
+def _resume(args) -> int:
+    from bit_engine.train import resume
+
+    printer = _ProgressPrinter(args.json)
+    result = _run_cancellable(lambda cancel: _with_sigint(resume, args.run_dir, printer, cancel), printer)
+    return _finish(result, args.json)
+
+
+def _with_sigint(fn, first, printer, cancel, **kwargs):
+    """Call an engine function with Ctrl-C turned into the cancel flag (a clean stop at a micro-batch)."""
+    import signal
+
+    def on_sigint(signum, frame):
+        if cancel.is_set():
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        cancel.set()
+        print("\nStopping after the current micro-batch (Ctrl-C again to abort)...", file=sys.stderr)
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
+    try:
+        return fn(first, printer, cancel, **kwargs)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _evaluate(args) -> int:
+    from bit_engine.evaluate import evaluate_run
+
+    bar = TextProgress()
+    report = evaluate_run(
+        args.run_dir,
+        args.data_dir,
+        device=args.device,
+        on_progress=lambda d, t: bar.update(d / t if t else 1, f"evaluating {d}/{t}"),
+    )
+    bar.close()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"Accuracy {report['accuracy']:.1%} on {report['num_images']} images ({report['split']}).")
+    if report.get("unknown_classes"):
+        unknown = ", ".join(f"{k} ({v})" for k, v in report["unknown_classes"].items())
+        print(f"  left out, classes the model does not know: {unknown}")
+    _print_mistakes(report)
+    return 0
+
+
+def _demo(args) -> int:
+    import tempfile
+
+    from bit_engine import weights
+    from bit_engine.config import TrainConfig
+    from bit_engine.demo import make_demo_dataset
+    from bit_engine.errors import BitStudioError
+    from bit_engine.models import get_spec
+    from bit_engine.train import fit
+
+    folder = Path(tempfile.mkdtemp(prefix="bit-studio-demo-"))
+    make_demo_dataset(folder)
+    print(f"1. Made a sample dataset: 4 classes x 60 images in {folder}\n")
+    model = "BiT-M-R50x1"
+    if weights.is_available(model):
+        print(f"   Using {model} (cached).")
+    elif args.offline:
+        model = "EfficientNet-Lite0"
+        print(f"   --offline: using {model}, whose weights ship with BiT Studio.")
+    else:
+        print(
+            f"   {model} is not cached; trying to download it ({format_bytes(get_spec(model).size_bytes)})..."
+        )
+        bar = TextProgress()
+        try:
+            weights.download(
+                model, on_progress=lambda p: bar.update(p.fraction or 0, format_bytes(p.done)), timeout=3.0
+            )
+            bar.close()
+        except BitStudioError as exc:
+            bar.close()
+            model = "EfficientNet-Lite0"
+            first = str(exc).split(". ")[0]
+            print(
+                f"   Could not download it ({first}).\n   Using {model} instead: its weights ship with BiT Studio."
+            )
+    print()
+    config = TrainConfig(data_dir=str(folder), model=model, strategy="head")
+    print("2. Plan")
+    args_plan = argparse.Namespace(
+        data_dir=str(folder),
+        model=model,
+        strategy="head",
+        no_estimate=False,
+        json=False,
+        steps=None,
+        batch=None,
+        resolution=None,
+        mixup=None,
+        no_flip=False,
+        no_crop=False,
+        device=None,
+        seed=0,
+        micro_batch=None,
+    )
+    _plan(args_plan)
+    print("\n3. Train (head strategy: the pre-trained network stays frozen, a new head learns the classes)")
+    printer = _ProgressPrinter(False)
+    result = _run_cancellable(
+        lambda cancel: _with_sigint(fit, config, printer, cancel, out=args.out), printer
+    )
+    if result.status != "done":
+        return _finish(result, False)
+    print(f"\n4. Evaluate: validation accuracy {result.val_top1:.1%}")
+    _print_mistakes(result.report)
+    print(
+        f"\nThe run is in {result.run_dir}\n"
+        f"Next: bit-studio evaluate {result.run_dir}\n"
+        f"      bit-studio train YOUR_FOLDER --strategy head"
+    )
+    return 0

@@ -1,0 +1,53 @@
+"""The typed description of a training run, built by the GUI or the CLI and saved in every run and checkpoint.
+
+Only what the user decides lives here; what the HyperRule derives from the data (schedule, resolution, lr)
+is recomputed from it and saved next to it as plan.json, so any run can be explained and repeated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from bit_engine.models import DEFAULT_MODEL
+
+STRATEGIES = ("full", "head", "scratch")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run. None on an override means: the HyperRule decides."""
+
+    data_dir: str  # the labelled folder (one sub-folder per class)
+    model: str = DEFAULT_MODEL  # a name from models.KNOWN_MODELS
+    strategy: str = "full"  # full: fine-tune everything (BiT); head: frozen backbone; scratch: random init
+    steps: int | None = None  # total optimizer steps (the rule: 500 / 10k / 20k by dataset size)
+    batch: int | None = None  # global batch; the lr scales linearly (the rule: 512 at lr 0.003)
+    resolution: int | None = None  # input side after the crop; the pre-crop resize keeps the rule's ratio
+    mixup: float | None = None  # mixup alpha (the rule: 0 below 20k images, else 0.1)
+    flip: bool = True  # random horizontal flip; off where mirroring changes the label
+    random_crop: bool = True  # random crop; off where positions matter
+    device: str | None = None  # cpu, cuda, cuda:N; None: a GPU when one is usable, else the CPU
+    seed: int = 0  # data order, augmentation, mixup and split all derive from it
+    val_fraction: float = 0.2  # held out for validation when the folder has no split of its own
+    micro_batch: int | None = None  # images per forward pass; None: sized to the device's memory
+    workers: int | None = None  # DataLoader worker processes; None: chosen from the CPU count
+    evaluations: int = 10  # evaluations over the run (plus one at the end)
+    checkpoint_minutes: float = 5.0  # also checkpoint this often, so a crash loses little
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"Unknown strategy {self.strategy!r}: use one of {', '.join(STRATEGIES)}.")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"Validation fraction must be between 0 and 1, got {self.val_fraction}.")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def replace(self, **changes) -> TrainConfig:
+        return dataclasses.replace(self, **changes)

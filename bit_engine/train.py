@@ -1,0 +1,868 @@
+"""Fine-tuning: from a labelled folder to a trained, evaluated model. `fit`, `resume`, `estimate`.
+
+The loop follows google-research/big_transfer `train.py`: SGD with momentum 0.9 and no weight decay, the
+HyperRule's schedule counted in optimizer steps, a global batch reached by micro-batches with gradient
+accumulation, mixup drawn once per step, a zero-initialised head.
+
+What makes it safe to use from a GUI:
+- progress arrives as `Progress` objects through a plain callback, and `cancel` (anything with `is_set()`,
+  e.g. a `threading.Event`) is checked between micro-batches;
+- every input the run sees is a pure function of (seed, step): sample order from per-epoch permutations,
+  crop/flip from (seed, epoch, sample), mixup from (seed, step). A resume from a checkpoint therefore
+  continues exactly where the run stopped, and data-parallel ranks can split a step without changing it;
+- checkpoints, metrics and the final model are written atomically into the run folder (see runs.py).
+
+Strategies: `full` fine-tunes everything (BiT's default); `head` freezes the pre-trained backbone, computes
+its features once and trains only the new head on them (seconds where full fine-tuning on a CPU takes
+hours); `scratch` starts from random weights with the same schedule: the baseline that shows what transfer buys.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from bit_engine import data, hyperrule
+from bit_engine.config import TrainConfig
+from bit_engine.devices import prepare_for_device, resolve_device
+from bit_engine.errors import BitStudioError
+from bit_engine.evaluate import build_report, loss_and_top1, predict_dataset
+from bit_engine.models import create_model, get_spec
+from bit_engine.runs import RunDir
+from bit_engine.transforms import ImageDataset, Preprocessing, build_cache, should_cache
+
+CHECKPOINT_VERSION = 1
+
+
+class TrainingError(BitStudioError):
+    """Training cannot start or go on; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report. Phases: scanning, downloading, caching, features, training, evaluating, done.
+
+    `done`/`total` count the units of the current phase (files, bytes, images, steps).
+    """
+
+    phase: str
+    done: int = 0
+    total: int = 0
+    step: int = 0
+    total_steps: int = 0
+    epoch: float = 0.0
+    train_loss: float | None = None
+    lr: float | None = None
+    images_per_s: float | None = None
+    elapsed: float = 0.0
+    eta: float | None = None
+    val_loss: float | None = None
+    val_top1: float | None = None
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 0.0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How `fit`/`resume` ended: status is "done" or "cancelled" (resumable)."""
+
+    run_dir: Path
+    status: str
+    step: int
+    total_steps: int
+    val_top1: float | None = None
+    report: dict | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits in a data-parallel group (a single process by default).
+
+    The distributed module builds one per rank; the loop only needs these few facts and hooks.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None  # e.g. DistributedDataParallel
+    barrier: Callable[[], None] | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+class _Never:
+    def is_set(self) -> bool:
+        return False
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The sample stream: what every optimizer step sees, as a function of (seed, step)
+
+
+class SampleStream:
+    """Consecutive per-epoch permutations of the training set; step `s` takes the next `batch` of them.
+
+    A global batch may run over the end of an epoch into the next one: every sample counts once per epoch
+    and no sample is dropped, however the batch divides the dataset.
+    """
+
+    def __init__(self, num_samples: int, batch: int, seed: int):
+        self.n, self.batch, self.seed = num_samples, batch, seed
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            if len(self._perms) > 4:
+                self._perms.pop(min(self._perms))
+            self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return self._perms[epoch]
+
+    def keys(self, step: int) -> list[tuple[int, int]]:
+        """(sample index, epoch) for every image of optimizer step `step`."""
+        start = step * self.batch
+        out = []
+        for pos in range(start, start + self.batch):
+            epoch, i = divmod(pos, self.n)
+            out.append((int(self._perm(epoch)[i]), epoch))
+        return out
+
+    def epoch_at(self, step: int) -> float:
+        return step * self.batch / self.n
+
+
+def rank_share(keys: list, rank: int, world_size: int) -> list:
+    """The contiguous slice of a global batch that `rank` computes."""
+    n = len(keys)
+    return keys[rank * n // world_size : (rank + 1) * n // world_size]
+
+
+def chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+class _StepBatches:
+    """Batch sampler for the DataLoader: the loader micro-batches of steps `start` .. `stop - 1`."""
+
+    def __init__(self, stream: SampleStream, start: int, stop: int, load_batch: int, dist: DistContext):
+        self.stream, self.start, self.stop, self.load_batch, self.dist = stream, start, stop, load_batch, dist
+
+    def per_step(self, step: int) -> list[list[tuple[int, int]]]:
+        share = rank_share(self.stream.keys(step), self.dist.rank, self.dist.world_size)
+        return chunks(share, self.load_batch)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for step in range(self.start, self.stop):
+            yield from self.per_step(step)
+
+
+def mixup_lambda(seed: int, step: int, alpha: float) -> float:
+    """Mixup's Beta(alpha, alpha) draw for optimizer step `step` (1.0 means no mixing)."""
+    if alpha <= 0:
+        return 1.0
+    return float(np.random.default_rng([seed, step, 7]).beta(alpha, alpha))
+
+
+def mixup_permutation(seed: int, step: int, part: int, n: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(
+        int(np.random.SeedSequence([seed, step, part, 11]).generate_state(1)[0])
+    )
+    return torch.randperm(n, generator=g)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Memory and device
+
+
+def _available_ram() -> int:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 * 1024**3
+
+
+def bytes_per_training_image(model_name: str, crop: int) -> float:
+    """A generous estimate of activation memory for one image in a training step (fp32)."""
+    spec = get_spec(model_name)
+    scale = (crop / 224) ** 2
+    if spec.family == "efficientnet":
+        return 60e6 * scale
+    return 110e6 * scale * spec.width_factor * (spec.depth / 50) ** 0.6
+
+
+def auto_micro_batch(model_name: str, crop: int, global_batch: int, device: torch.device) -> int:
+    """Images per forward pass that fit the device's free memory (halved again on CUDA out-of-memory).
+
+    On the CPU an out-of-memory cannot be caught (the system kills the process), so the size is chosen from
+    the free RAM with a wide margin, and capped at 32: beyond it a CPU gains no speed, and a smaller
+    micro-batch keeps cancel responsive.
+    """
+    per_image = bytes_per_training_image(model_name, crop)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        fit = int(free * 0.7 / per_image)
+        cap = 256
+    else:
+        fit = int(_available_ram() * 0.4 / per_image)
+        cap = 32
+    return max(1, min(global_batch, cap, fit))
+
+
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Setting a run up
+
+
+def _emit(on_progress: ProgressCallback | None, progress: Progress) -> None:
+    if on_progress is not None:
+        on_progress(progress)
+
+
+def _scan(config: TrainConfig, on_progress, cancel) -> data.DatasetReport:
+    def relay(p: data.ScanProgress) -> None:
+        _emit(
+            on_progress,
+            Progress(
+                "scanning", p.files_done, p.files_total or 0, message=f"{p.stage} {p.current_path or ''}"
+            ),
+        )
+
+    return data.scan(config.data_dir, on_progress=relay, cancel=cancel)
+
+
+def make_plan(config: TrainConfig, num_train: int, median_size) -> hyperrule.HyperRulePlan:
+    return hyperrule.plan(
+        num_train,
+        tuple(median_size),
+        config.model,
+        batch=config.batch,
+        steps=config.steps,
+        crop=config.resolution,
+        mixup=config.mixup,
+        flip=config.flip,
+        random_crop=config.random_crop,
+    )
+
+
+def build_model(config: TrainConfig, num_classes: int, on_progress=None, cancel=None) -> torch.nn.Module:
+    """The model with its pre-trained weights (downloaded when missing), or random ones for `scratch`."""
+    model = create_model(config.model, num_classes=num_classes, zero_head=True)
+    if config.strategy == "scratch":
+        return model
+    from bit_engine import weights
+
+    def relay(p) -> None:
+        _emit(on_progress, Progress("downloading", p.done, p.total or 0, message=f"weights {config.model}"))
+
+    weights.load_pretrained(model, config.model, download_if_missing=True, on_progress=relay, cancel=cancel)
+    return model
+
+
+def _meta(config: TrainConfig, classes, pre: Preprocessing, run: RunDir) -> dict:
+    from bit_engine import __version__
+
+    return {
+        "model": config.model,
+        "classes": list(classes),
+        "preprocessing": pre.to_dict(),
+        "strategy": config.strategy,
+        "run_id": run.run_id,
+        "app_version": __version__,
+    }
+
+
+def fit(
+    config: TrainConfig,
+    on_progress: ProgressCallback | None = None,
+    cancel=None,
+    *,
+    out: str | Path | None = None,
+    dist: DistContext | None = None,
+) -> RunResult:
+    """Scan the folder, plan with the HyperRule, train, evaluate; everything lands in a new run folder.
+
+    Args:
+        config: the run.
+        on_progress: called with `Progress` objects (from this thread).
+        cancel: `is_set()` is checked between micro-batches; a cancelled run stays resumable.
+        out: the run folder (created); default: a new folder under the user's runs folder.
+        dist: data-parallel placement (see distributed.py); None for one process.
+
+    Raises:
+        BitStudioError: the data cannot be trained on, the device cannot be used, the weights are missing.
+    """
+    dist = dist or DistContext()
+    cancel = cancel or _Never()
+    device = resolve_device(config.device)  # fail before the (possibly long) scan
+    report = _scan(config, on_progress, cancel)
+    if not report.ok:
+        raise TrainingError("This folder cannot be trained on yet: " + " ".join(report.errors))
+    split = data.split(report, val_fraction=config.val_fraction, seed=config.seed)
+    plan = make_plan(config, len(split.train), report.median_size)
+    pre = Preprocessing.from_plan(plan, get_spec(config.model).normalization)
+
+    if out is not None:
+        run = RunDir(out)
+        if run.exists("config.json"):
+            raise TrainingError(f"{run.path} already holds a run. Resume it, or choose another folder.")
+        run.path.mkdir(parents=True, exist_ok=True)
+    else:
+        run = RunDir.create(config.data_dir, config.model)
+    if dist.is_main:
+        run.write_json("config.json", config.to_dict())
+        run.write_json(
+            "plan.json", {**plan.to_dict(), "preprocessing": pre.to_dict(), "classes": list(split.classes)}
+        )
+        run.write_json("dataset.json", report.to_dict(include_samples=False))
+        run.write_json("split.json", split.to_dict())
+        run.set_status("running", 0, plan.total_steps)
+    return _run(config, run, split, plan, pre, device, on_progress, cancel, dist, checkpoint=None)
+
+
+def resume(
+    run_dir: str | Path,
+    on_progress: ProgressCallback | None = None,
+    cancel=None,
+    *,
+    dist: DistContext | None = None,
+) -> RunResult:
+    """Continue a cancelled or interrupted run from its checkpoint, with the same split and schedule."""
+    dist = dist or DistContext()
+    cancel = cancel or _Never()
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise TrainingError(f"{run.path} is not a run folder.")
+    config = TrainConfig.from_dict(run.read_json("config.json"))
+    split = data.Split.from_dict(run.read_json("split.json"))
+    missing = split.missing()
+    if missing:
+        raise TrainingError(
+            f"{len(missing)} training images of this run are no longer in {split.root} (first: {missing[0]}). "
+            "Put them back to resume, or start a new run."
+        )
+    saved_plan = run.read_json("plan.json")
+    plan = make_plan(config, len(split.train), saved_plan["median_size"])
+    pre = Preprocessing.from_dict(saved_plan["preprocessing"])
+    device = resolve_device(config.device)
+    checkpoint = run.load_checkpoint() if run.exists("checkpoint.pt") else None
+    if checkpoint is not None and checkpoint.get("version") != CHECKPOINT_VERSION:
+        raise TrainingError(f"The checkpoint in {run.path} was written by another version of BiT Studio.")
+    if dist.is_main:
+        run.truncate_metrics(checkpoint["step"] if checkpoint else 0)
+    return _run(config, run, split, plan, pre, device, on_progress, cancel, dist, checkpoint=checkpoint)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The loop
+
+
+def _datasets(split: data.Split, pre: Preprocessing, seed: int, on_progress, cancel, workers_cfg, head: bool):
+    """Training and validation datasets, with the in-memory cache where it fits.
+
+    The head strategy reads every image once (for its features), so caching would only cost memory.
+    """
+    train_paths = [str(split.path_of(s)) for s in split.train]
+    val_paths = [str(split.path_of(s)) for s in split.val]
+    cache_train = not head and should_cache(len(train_paths), pre.load_size(True))
+    cache_val = not head and should_cache(len(val_paths), pre.load_size(False))
+    total = len(train_paths) * cache_train + len(val_paths) * cache_val
+    caches: dict[str, list | None] = {"train": None, "val": None}
+    done = 0
+    for name, paths, wanted, train in (
+        ("train", train_paths, cache_train, True),
+        ("val", val_paths, cache_val, False),
+    ):
+        if not wanted:
+            continue
+        base = done
+
+        def relay(i: int, base=base) -> None:
+            _emit(on_progress, Progress("caching", base + i, total, message="decoding images"))
+
+        caches[name] = build_cache(paths, pre.load_size(train), on_image=relay, cancel=cancel)
+        if caches[name] is None:
+            return None
+        done += len(paths)
+    train_set = ImageDataset(
+        train_paths, [s.label for s in split.train], pre, train=True, seed=seed, cache=caches["train"]
+    )
+    val_set = ImageDataset(val_paths, [s.label for s in split.val], pre, train=False, cache=caches["val"])
+    if workers_cfg is not None:
+        workers = workers_cfg
+    else:
+        # Decoding is the slow part: workers pay off only when the images are not cached already.
+        workers = 0 if caches["train"] is not None else max(0, min(4, (os.cpu_count() or 1) - 1))
+    return train_set, val_set, workers
+
+
+def _evaluation_steps(total: int, evaluations: int) -> set[int]:
+    return {max(1, round(total * k / evaluations)) for k in range(1, evaluations + 1)} | {total}
+
+
+def _run(config, run, split, plan, pre, device, on_progress, cancel, dist, checkpoint) -> RunResult:
+    t0 = time.monotonic()
+    torch.manual_seed(config.seed)
+    classes = list(split.classes)
+    model = build_model(config, len(classes), on_progress, cancel)
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+    model, memory_format = prepare_for_device(model, device)
+    loaded = _datasets(
+        split, pre, config.seed, on_progress, cancel, config.workers, config.strategy == "head"
+    )
+    if loaded is None:
+        return _cancelled(run, checkpoint, plan, dist)
+    train_set, val_set, workers = loaded
+
+    if config.strategy == "head":
+        trainer = _HeadTrainer(
+            model, train_set, val_set, device, memory_format, workers, on_progress, cancel, config.seed
+        )
+    else:
+        trainer = _FullTrainer(model, train_set, device, memory_format, config, plan, workers, dist)
+    if not trainer.ready(run):
+        return _cancelled(run, checkpoint, plan, dist)
+    params = trainer.parameters()
+    optimizer = torch.optim.SGD(params, lr=0.0, momentum=plan.momentum, weight_decay=0.0)
+    start = 0
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        start = int(checkpoint["step"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+    stream = SampleStream(len(train_set), plan.batch, config.seed)
+    eval_at = _evaluation_steps(plan.total_steps, config.evaluations)
+    last_ckpt = time.monotonic()
+    window: list[tuple[float, int]] = []
+    val_loss = val_top1 = None
+
+    def save_checkpoint(step: int) -> None:
+        if not dist.is_main:
+            return
+        run.save_checkpoint(
+            {
+                "version": CHECKPOINT_VERSION,
+                "model": {k: v.detach().cpu() for k, v in trainer.unwrapped.state_dict().items()},
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "rng": {"torch": torch.get_rng_state()},
+                "config": config.to_dict(),
+                "split": split.to_dict(),
+            }
+        )
+
+    step = start
+    for step_data in trainer.steps(stream, start, plan.total_steps):
+        lr = plan.lr(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        t_step = time.monotonic()
+        lam = mixup_lambda(config.seed, step, plan.mixup_alpha)
+        loss = trainer.step(step_data, step, lam, plan.batch, cancel)
+        if (
+            loss is None
+        ):  # cancelled mid-step: the partial gradients are dropped, the step is redone on resume
+            optimizer.zero_grad(set_to_none=True)
+            save_checkpoint(step)
+            return _cancelled(run, {"step": step}, plan, dist)
+        trainer.optimizer_step(optimizer)
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        window.append((time.monotonic() - t_step, plan.batch))
+        window = window[-20:]
+        secs = sum(t for t, _ in window)
+        ips = sum(n for _, n in window) / secs if secs > 0 else None
+        elapsed = time.monotonic() - t0
+        remaining = (plan.total_steps - step) * secs / len(window)
+        record = {"step": step, "epoch": round(stream.epoch_at(step), 4), "train_loss": loss, "lr": lr}
+        evaluated = step in eval_at
+        if evaluated and dist.is_main:
+            _emit(
+                on_progress, Progress("evaluating", 0, len(val_set), step=step, total_steps=plan.total_steps)
+            )
+            result = trainer.evaluate(val_set, cancel)
+            if result is None:
+                save_checkpoint(step)
+                return _cancelled(run, {"step": step}, plan, dist)
+            val_loss, val_top1 = loss_and_top1(*result)
+            record.update(val_loss=val_loss, val_top1=val_top1)
+        if dist.is_main:
+            run.append_metric({**record, "elapsed": round(elapsed, 3)})
+            if evaluated or time.monotonic() - last_ckpt > config.checkpoint_minutes * 60:
+                save_checkpoint(step)
+                run.set_status("running", step, plan.total_steps)
+                last_ckpt = time.monotonic()
+        _emit(
+            on_progress,
+            Progress(
+                "training",
+                step,
+                plan.total_steps,
+                step=step,
+                total_steps=plan.total_steps,
+                epoch=stream.epoch_at(step),
+                train_loss=loss,
+                lr=lr,
+                images_per_s=ips,
+                elapsed=elapsed,
+                eta=remaining,
+                val_loss=val_loss,
+                val_top1=val_top1,
+            ),
+        )
+        if cancel.is_set() and step < plan.total_steps:
+            save_checkpoint(step)
+            return _cancelled(run, {"step": step}, plan, dist)
+
+    report = None
+    if dist.is_main:
+        meta = _meta(config, classes, pre, run)
+        run.save_model(trainer.unwrapped, meta)
+        save_checkpoint(step)
+        _emit(on_progress, Progress("evaluating", 0, len(val_set), step=step, total_steps=plan.total_steps))
+        result = trainer.evaluate(val_set, None)
+        files = [s.path for s in split.val]
+        report = build_report(*result, classes, files)
+        report.update(run_id=run.run_id, model=config.model, strategy=config.strategy, split="validation")
+        run.write_json("report.json", report)
+        run.set_status("done", step, plan.total_steps, f"Validation accuracy {report['accuracy']:.1%}")
+        _emit(
+            on_progress,
+            Progress(
+                "done",
+                step,
+                plan.total_steps,
+                step=step,
+                total_steps=plan.total_steps,
+                elapsed=time.monotonic() - t0,
+                val_loss=report["loss"],
+                val_top1=report["accuracy"],
+            ),
+        )
+    return RunResult(run.path, "done", step, plan.total_steps, report["accuracy"] if report else None, report)
+
+
+def _cancelled(run: RunDir, checkpoint, plan, dist: DistContext) -> RunResult:
+    step = int(checkpoint["step"]) if checkpoint else 0
+    if dist.is_main:
+        run.set_status("cancelled", step, plan.total_steps, f"Cancelled at step {step}: resume to continue.")
+    return RunResult(run.path, "cancelled", step, plan.total_steps)
+
+
+class _FullTrainer:
+    """Fine-tunes every parameter (or trains from scratch): the BiT way."""
+
+    def __init__(self, model, train_set, device, memory_format, config: TrainConfig, plan, workers, dist):
+        self.unwrapped = model
+        self.model = dist.wrap(model) if dist.wrap is not None else model
+        self.train_set, self.device, self.memory_format = train_set, device, memory_format
+        self.config, self.plan, self.workers, self.dist = config, plan, workers, dist
+        per_rank = math.ceil(plan.batch / dist.world_size)
+        self.load_batch = config.micro_batch or auto_micro_batch(config.model, plan.crop, per_rank, device)
+        self.compute_batch = self.load_batch
+        self.amp_dtype = _autocast_dtype(device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    def ready(self, run) -> bool:
+        return True
+
+    def parameters(self):
+        return [p for p in self.unwrapped.parameters() if p.requires_grad]
+
+    def steps(self, stream: SampleStream, start: int, stop: int):
+        sampler = _StepBatches(stream, start, stop, self.load_batch, self.dist)
+        loader = DataLoader(
+            self.train_set,
+            batch_sampler=sampler,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+        it = iter(loader)
+        for step in range(start, stop):
+            yield [next(it) for _ in range(len(sampler.per_step(step)))]
+
+    def step(self, micro_batches, step: int, lam: float, global_batch: int, cancel) -> float | None:
+        """Accumulate the gradient of one optimizer step; the mean loss, or None when cancelled."""
+        self.model.train()
+        prepared = []
+        for part, (x, y, _) in enumerate(micro_batches):
+            if lam < 1.0:
+                perm = mixup_permutation(self.config.seed, step, part + 1000 * self.dist.rank, len(y))
+                x = lam * x + (1 - lam) * x[perm]
+                y2 = y[perm]
+            else:
+                y2 = y
+            prepared.append((x, y, y2))
+        while True:
+            try:
+                return self._accumulate(prepared, lam, global_batch, cancel)
+            except RuntimeError as exc:
+                if not (_is_oom(exc) and self.device.type == "cuda" and self.compute_batch > 1):
+                    raise
+                # Out of memory: halve the compute chunk and redo the step. The global batch, and so the
+                # result, stay the same.
+                self.unwrapped.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+                self.compute_batch //= 2
+
+    def _accumulate(self, prepared, lam, global_batch, cancel) -> float | None:
+        pieces = []
+        for x, y, y2 in prepared:
+            for i in range(0, len(y), self.compute_batch):
+                pieces.append(
+                    (
+                        x[i : i + self.compute_batch],
+                        y[i : i + self.compute_batch],
+                        y2[i : i + self.compute_batch],
+                    )
+                )
+        total_loss = 0.0
+        for k, (x, y, y2) in enumerate(pieces):
+            if cancel.is_set():
+                return None
+            x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+            y, y2 = y.to(self.device, non_blocking=True), y2.to(self.device, non_blocking=True)
+            last = k == len(pieces) - 1
+            sync = self.model.no_sync() if (not last and hasattr(self.model, "no_sync")) else _nullcontext()
+            with sync:
+                with torch.autocast(
+                    self.device.type,
+                    dtype=self.amp_dtype or torch.float32,
+                    enabled=self.amp_dtype is not None,
+                ):
+                    logits = self.model(x)
+                logits = logits.float()
+                loss_sum = lam * F.cross_entropy(logits, y, reduction="sum")
+                if lam < 1.0:
+                    loss_sum = loss_sum + (1 - lam) * F.cross_entropy(logits, y2, reduction="sum")
+                # Sum over the global batch, not a mean per micro-batch: the gradient is then the same
+                # however the batch is cut, on one device or many (DDP averages over ranks, hence the factor).
+                self.scaler.scale(loss_sum * self.dist.world_size / global_batch).backward()
+            total_loss += loss_sum.item()
+        return total_loss / sum(len(p[1]) for p in pieces)
+
+    def optimizer_step(self, optimizer) -> None:
+        if self.scaler.is_enabled():  # fp16 autocast: the step goes through the loss scaler
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            optimizer.step()
+
+    def evaluate(self, val_set, cancel):
+        return predict_dataset(
+            self.unwrapped,
+            val_set,
+            self.device,
+            self.memory_format,
+            batch_size=max(self.load_batch, 8),
+            cancel=cancel,
+        )
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _HeadTrainer:
+    """Trains only a new head on frozen backbone features, computed once (the "head" strategy)."""
+
+    def __init__(self, model, train_set, val_set, device, memory_format, workers, on_progress, cancel, seed):
+        self.unwrapped = self.model = model
+        self.seed = seed
+        self.train_set, self.val_set = train_set, val_set
+        self.device, self.memory_format, self.workers = device, memory_format, workers
+        self.on_progress, self.cancel = on_progress, cancel
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in model.head_parameters():
+            p.requires_grad_(True)
+        self.features: torch.Tensor | None = None
+        self.labels: torch.Tensor | None = None
+        self.val_features: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def _extract(self, dataset, offset: int, total: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        # Features without augmentation: the frozen backbone is run once per image, not once per step.
+        eval_view = ImageDataset(dataset.paths, dataset.labels, dataset.pre, train=False, cache=None)
+        if dataset.cache is not None and dataset.size == dataset.pre.crop:
+            eval_view.cache = dataset.cache
+        loader = DataLoader(eval_view, batch_size=16, num_workers=self.workers)
+        self.model.eval()
+        feats, labels, done = [], [], 0
+        for x, y, _ in loader:
+            if self.cancel.is_set():
+                return None
+            x = x.to(self.device).contiguous(memory_format=self.memory_format)
+            feats.append(self.model.features(x).float().cpu())
+            labels.append(y)
+            done += len(y)
+            _emit(self.on_progress, Progress("features", offset + done, total, message="computing features"))
+        return torch.cat(feats), torch.cat(labels)
+
+    def ready(self, run: RunDir) -> bool:
+        total = len(self.train_set) + len(self.val_set)
+        train = self._extract(self.train_set, 0, total)
+        if train is None:
+            return False
+        val = self._extract(self.val_set, len(self.train_set), total) if len(self.val_set) else None
+        if len(self.val_set) and val is None:
+            return False
+        self.features, self.labels = train
+        self.val_features = val
+        return True
+
+    def parameters(self):
+        return self.model.head_parameters()
+
+    def optimizer_step(self, optimizer) -> None:
+        optimizer.step()
+
+    def steps(self, stream: SampleStream, start: int, stop: int):
+        for step in range(start, stop):
+            yield torch.tensor([i for i, _ in stream.keys(step)])
+
+    def step(self, index, step: int, lam: float, global_batch: int, cancel) -> float | None:
+        if cancel.is_set():
+            return None
+        f, y = self.features[index].to(self.device), self.labels[index].to(self.device)
+        if lam < 1.0:
+            # Mixup on features: the head is linear, so this mixes its inputs as image mixup would mix
+            # the backbone's outputs to first order.
+            perm = mixup_permutation(self.seed, step, 0, len(y)).to(self.device)
+            f = lam * f + (1 - lam) * f[perm]
+        logits = self.model.classify(f)
+        loss = lam * F.cross_entropy(logits, y)
+        if lam < 1.0:
+            loss = loss + (1 - lam) * F.cross_entropy(logits, y[perm])
+        loss.backward()
+        return loss.item()
+
+    @torch.no_grad()
+    def evaluate(self, val_set, cancel):
+        if self.val_features is None:
+            return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
+        logits = self.model.classify(self.val_features[0].to(self.device)).float().cpu()
+        return logits, self.val_features[1]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Time estimate
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """How long a run would take on this device, from a few timed micro-steps.
+
+    Attributes:
+        strategy: full, head or scratch.
+        seconds: the whole run, evaluations included.
+        seconds_per_image: one training image (forward and backward; forward only for `head`).
+        micro_batch: images per forward pass used for the timing.
+        device: where it was timed.
+        text: the estimate in words.
+    """
+
+    strategy: str
+    seconds: float
+    seconds_per_image: float
+    micro_batch: int
+    device: str
+    text: str
+
+    def to_dict(self) -> dict:
+        return {
+            k: getattr(self, k)
+            for k in ("strategy", "seconds", "seconds_per_image", "micro_batch", "device", "text")
+        }
+
+
+def _format_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} seconds"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} minutes"
+    return f"{seconds / 3600:.1f} hours"
+
+
+def estimate(
+    config: TrainConfig,
+    num_train: int | None = None,
+    num_val: int | None = None,
+    median_size: tuple[int, int] | None = None,
+    timed_steps: int = 2,
+) -> Estimate:
+    """Time a few micro-steps of `config` on its device and extrapolate to the whole schedule.
+
+    The dataset sizes come from the arguments when given (the CLI has scanned already), else from a scan.
+    Weights are random for the timing: speed does not depend on them, and nothing is downloaded.
+    """
+    if num_train is None or median_size is None:
+        report = data.scan(config.data_dir)
+        split = data.split(report, config.val_fraction, config.seed)
+        num_train, num_val, median_size = len(split.train), len(split.val), report.median_size
+    num_val = num_val or 0
+    device = resolve_device(config.device)
+    plan = make_plan(config, num_train, median_size)
+    model = create_model(config.model, num_classes=2, zero_head=False)
+    model, memory_format = prepare_for_device(model, device)
+    head = config.strategy == "head"
+    mb = config.micro_batch or auto_micro_batch(config.model, plan.crop, plan.batch, device)
+    mb = min(mb, 8 if device.type == "cpu" else mb)  # a timing, not a run: keep it short on a CPU
+    x = torch.randn(mb, 3, plan.crop, plan.crop, device=device).contiguous(memory_format=memory_format)
+    y = torch.zeros(mb, dtype=torch.long, device=device)
+    dtype = _autocast_dtype(device)
+
+    def micro_step() -> None:
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            if head:
+                with torch.no_grad():
+                    model.eval()
+                    model(x)
+            else:
+                model.train()
+                F.cross_entropy(model(x).float(), y).backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    micro_step()  # warm-up: allocator, kernel selection
+    t = time.perf_counter()
+    for _ in range(timed_steps):
+        micro_step()
+    per_image = (time.perf_counter() - t) / (timed_steps * mb)
+    if head:
+        seconds = per_image * (num_train + num_val) + plan.total_steps * 0.002
+        how = f"computing features of {num_train + num_val:,} images once, then {plan.total_steps} quick head steps"
+    else:
+        # Evaluation is forward-only (about a third of a training step per image), ~evaluations+1 times.
+        seconds = per_image * (plan.total_steps * plan.batch + (config.evaluations + 1) * num_val / 3)
+        how = f"{plan.total_steps:,} steps of {plan.batch} images at {plan.crop}x{plan.crop}"
+    text = f"About {_format_duration(seconds)} on {device.type.upper()} ({how})."
+    return Estimate(config.strategy, seconds, per_image, mb, str(device), text)

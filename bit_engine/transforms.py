@@ -1,0 +1,186 @@
+"""BiT pre-processing as torchvision v2 transforms, and the datasets that feed the training loop.
+
+Train: resize the whole image to a square (aspect ratio not kept), random crop, random horizontal flip.
+Eval: resize to the crop size only, no centre crop. Both resize PIL images with PIL's bilinear filter, the
+same call `inference.prepare` makes, so the exported model sees exactly what evaluation saw.
+
+Randomness is a pure function of (seed, epoch, sample index): every run, resume and data-parallel rank
+draws the same crop and flip for the same sample, whatever process or worker loads it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from bit_engine.images import open_rgb
+from bit_engine.models import Normalization
+
+#: Decoded, resized images are kept in memory when they fit in this many bytes (see `should_cache`).
+CACHE_BUDGET_BYTES = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Everything that turns a photo into a model input; saved with every run and exported model.
+
+    Attributes:
+        resize: side of the square the training image is resized to before the random crop.
+        crop: input side (the random crop while training, the whole resize at evaluation).
+        mean: per-channel mean on [0, 1] RGB.
+        std: per-channel std on [0, 1] RGB.
+        flip: random horizontal flip while training.
+        random_crop: random crop while training (off: resize straight to `crop`).
+    """
+
+    resize: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    flip: bool = True
+    random_crop: bool = True
+
+    @classmethod
+    def from_plan(cls, plan, normalization: Normalization) -> Preprocessing:
+        return cls(
+            resize=plan.resize if plan.random_crop else plan.crop,
+            crop=plan.crop,
+            mean=tuple(normalization.mean),
+            std=tuple(normalization.std),
+            flip=plan.flip,
+            random_crop=plan.random_crop,
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocessing:
+        return cls(**{**d, "mean": tuple(d["mean"]), "std": tuple(d["std"])})
+
+    def to_dict(self) -> dict:
+        return {
+            "resize": self.resize,
+            "crop": self.crop,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "flip": self.flip,
+            "random_crop": self.random_crop,
+        }
+
+    def load_size(self, train: bool) -> int:
+        """Side of the square a decoded image is resized to (what the in-memory cache stores)."""
+        return self.resize if train else self.crop
+
+    def resize_transform(self, train: bool) -> v2.Transform:
+        # v2.Resize on a PIL image is PIL's bilinear resize (antialiased), as in inference.prepare.
+        size = self.load_size(train)
+        return v2.Resize((size, size), interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
+
+    def tensor_transform(self, train: bool) -> v2.Transform:
+        """From a resized uint8 image (PIL or CHW tensor) to the normalized float input."""
+        steps: list[v2.Transform] = [v2.ToImage()]
+        if train and self.random_crop and self.resize != self.crop:
+            steps.append(v2.RandomCrop(self.crop))
+        if train and self.flip:
+            steps.append(v2.RandomHorizontalFlip())
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(self.mean), list(self.std))]
+        return v2.Compose(steps)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed from (run seed, epoch, sample index), independent of process and worker."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def decode_resized(path: str | Path, size: int) -> torch.Tensor:
+    """Decode an image (EXIF orientation, RGB) and resize it to `size` x `size`: uint8 CHW tensor."""
+    resize = v2.Resize((size, size), interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
+    image = resize(open_rgb(path))
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def should_cache(num_images: int, size: int, budget: int = CACHE_BUDGET_BYTES) -> bool:
+    """Whether decoded images fit in the in-memory cache.
+
+    Decoding and resizing a photo costs more than the whole crop-flip-normalize chain (see
+    bench/data_loading.py), and over a 500-step schedule a small dataset is read dozens of times.
+    """
+    need = num_images * 3 * size * size
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        available = budget * 2
+    return need <= min(budget, available // 4)
+
+
+class ImageDataset(Dataset):
+    """Samples addressed by `(index, epoch)` keys, so the sampler decides what each step sees.
+
+    Args:
+        paths: image files.
+        labels: class index per file.
+        preprocessing: the run's `Preprocessing`.
+        train: training (random crop/flip) or evaluation transform.
+        seed: run seed for the per-sample randomness.
+        cache: decoded images resized to `load_size`, one uint8 CHW tensor per sample, or None.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        labels: Sequence[int],
+        preprocessing: Preprocessing,
+        train: bool,
+        seed: int = 0,
+        cache: list[torch.Tensor] | None = None,
+    ):
+        self.paths = [str(p) for p in paths]
+        self.labels = list(labels)
+        self.pre = preprocessing
+        self.train = train
+        self.seed = seed
+        self.cache = cache
+        self.size = preprocessing.load_size(train)
+        self.to_input = preprocessing.tensor_transform(train)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int) -> torch.Tensor:
+        if self.cache is not None:
+            return self.cache[index]
+        return decode_resized(self.paths[index], self.size)
+
+    def __getitem__(self, key) -> tuple[torch.Tensor, int, int]:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        image = self.load(index)
+        if self.train:
+            # v2's random transforms draw from torch's global generator: seed it per sample, privately.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(sample_seed(self.seed, epoch, index))
+                x = self.to_input(image)
+        else:
+            x = self.to_input(image)
+        return x, self.labels[index], index
+
+
+def build_cache(
+    paths: Sequence[str | Path],
+    size: int,
+    on_image: Callable[[int], None] | None = None,
+    cancel=None,
+) -> list[torch.Tensor] | None:
+    """Decode and resize every image once; None when cancelled."""
+    cache = []
+    for i, path in enumerate(paths):
+        if cancel is not None and cancel.is_set():
+            return None
+        cache.append(decode_resized(path, size))
+        if on_image is not None:
+            on_image(i + 1)
+    return cache

@@ -1,0 +1,158 @@
+"""Training for real on tiny models and tiny data: learning, run folder, cancel, resume, estimate."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import torch
+
+from bit_engine import train
+from bit_engine.config import TrainConfig
+from bit_engine.runs import RunDir
+from bit_engine.train import SampleStream, estimate, fit, resume
+
+FAST = {"steps": 12, "batch": 16, "resolution": 32, "workers": 0, "evaluations": 3}
+
+
+def _config(folder, model, **kw):
+    return TrainConfig(data_dir=str(folder), model=model, device="cpu", **{**FAST, **kw})
+
+
+def _weights(run_dir):
+    return torch.load(RunDir(run_dir).file("model.pt"), weights_only=True)["model"]
+
+
+def test_head_strategy_learns_a_separable_set_and_writes_the_run(color_folder, tiny_bit, tmp_path):
+    seen = []
+    result = fit(
+        _config(color_folder, tiny_bit, strategy="head", steps=60),
+        on_progress=seen.append,
+        out=tmp_path / "run",
+    )
+    assert result.status == "done" and result.step == 60
+    assert result.val_top1 >= 0.8  # chance is 1/3
+    run = RunDir(result.run_dir)
+    for name in (
+        "config.json",
+        "plan.json",
+        "dataset.json",
+        "split.json",
+        "metrics.jsonl",
+        "checkpoint.pt",
+        "model.pt",
+        "report.json",
+        "status.json",
+    ):
+        assert run.exists(name), name
+    report = run.read_json("report.json")
+    assert set(report["per_class"]) == {"blue", "green", "red"}
+    assert sum(map(sum, report["confusion"])) == report["num_images"] == 6
+    assert run.read_json("status.json")["state"] == "done"
+    assert run.read_json("plan.json")["overrides"][0]["setting"] == "batch"
+    phases = [p.phase for p in seen]
+    assert phases.index("features") < phases.index("training") < phases.index("done")
+    evaluations = [m for m in run.read_metrics() if "val_top1" in m]
+    assert [m["step"] for m in evaluations] == [20, 40, 60]
+
+
+def test_full_fine_tuning_learns(color_folder, tiny_bit, tmp_path):
+    result = fit(_config(color_folder, tiny_bit, steps=15), out=tmp_path / "run")
+    assert result.status == "done"
+    assert result.val_top1 >= 0.8
+    losses = [m["train_loss"] for m in RunDir(result.run_dir).read_metrics()]
+    assert losses[-1] < 0.95 * losses[0]  # lr is 0.003 * 16 / 512 here: small steps, but downhill
+
+
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(color_folder, tiny_bit, tmp_path):
+    config = _config(color_folder, tiny_bit, steps=8, micro_batch=6, mixup=0.2)
+    whole = fit(config, out=tmp_path / "whole")
+
+    cancel = threading.Event()
+
+    def stop_at_step_3(p):
+        if p.phase == "training" and p.step == 3:
+            cancel.set()
+
+    part = fit(config, on_progress=stop_at_step_3, cancel=cancel, out=tmp_path / "part")
+    assert part.status == "cancelled" and part.step == 3
+    assert RunDir(part.run_dir).read_json("status.json")["state"] == "cancelled"
+    assert not RunDir(part.run_dir).exists("model.pt")
+    resumed = resume(part.run_dir)
+    assert resumed.status == "done" and resumed.step == 8
+    a, b = _weights(whole.run_dir), _weights(resumed.run_dir)
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) <= 1e-6
+    steps = [m["step"] for m in RunDir(resumed.run_dir).read_metrics()]
+    assert steps == sorted(set(steps)), "metrics after the checkpoint are not duplicated by the resume"
+
+
+def test_cancel_is_honoured_within_a_micro_batch(color_folder, tiny_bit, tmp_path):
+    cancel = threading.Event()
+    calls = {"n": 0}
+    trainer_step = train._FullTrainer._accumulate
+
+    def counting(self, prepared, lam, global_batch, flag):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            cancel.set()  # set while a step is in flight
+        return trainer_step(self, prepared, lam, global_batch, flag)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train._FullTrainer, "_accumulate", counting)
+        result = fit(_config(color_folder, tiny_bit, micro_batch=4), cancel=cancel, out=tmp_path / "run")
+    assert result.status == "cancelled" and result.step == 1  # step 2 was dropped mid-way, not finished
+    ckpt = RunDir(result.run_dir).load_checkpoint()
+    assert ckpt["step"] == 1
+
+
+def test_scratch_uses_no_pretrained_weights(color_folder, tmp_path):
+    result = fit(
+        _config(color_folder, "EfficientNet-Lite0", strategy="scratch", steps=3), out=tmp_path / "run"
+    )
+    assert result.status == "done"
+    lite = torch.load(RunDir(result.run_dir).file("model.pt"), weights_only=True)
+    assert lite["meta"]["strategy"] == "scratch"
+
+
+def test_sample_stream_counts_every_sample_once_per_epoch():
+    stream = SampleStream(num_samples=10, batch=4, seed=3)
+    keys = [k for step in range(5) for k in stream.keys(step)]  # 20 samples: exactly two epochs
+    for epoch in (0, 1):
+        assert sorted(i for i, e in keys if e == epoch) == list(range(10))
+    assert stream.keys(2) == SampleStream(10, 4, 3).keys(2)  # a pure function of (seed, step)
+
+
+def test_micro_batches_do_not_change_the_update(color_folder, tiny_bit, tmp_path):
+    a = fit(_config(color_folder, tiny_bit, steps=3, micro_batch=16), out=tmp_path / "a")
+    b = fit(_config(color_folder, tiny_bit, steps=3, micro_batch=5), out=tmp_path / "b")
+    wa, wb = _weights(a.run_dir), _weights(b.run_dir)
+    assert max((wa[k].float() - wb[k].float()).abs().max().item() for k in wa) <= 1e-5
+
+
+def test_estimate_is_available_without_training(color_folder, tiny_bit):
+    full = estimate(_config(color_folder, tiny_bit, steps=None, batch=None))
+    head = estimate(_config(color_folder, tiny_bit, strategy="head", steps=None, batch=None))
+    assert full.seconds > head.seconds > 0
+    assert full.text.startswith("About ") and "500 steps of 512 images" in full.text
+
+
+def test_an_existing_run_folder_is_not_overwritten(color_folder, tiny_bit, tmp_path):
+    fit(_config(color_folder, tiny_bit, strategy="head", steps=2), out=tmp_path / "run")
+    with pytest.raises(train.TrainingError, match="already holds a run"):
+        fit(_config(color_folder, tiny_bit, strategy="head", steps=2), out=tmp_path / "run")
+
+
+def test_a_folder_with_one_class_is_refused(tmp_path, tiny_bit):
+    from conftest import make_color_folder
+
+    make_color_folder(tmp_path / "one", classes=("red",))
+    with pytest.raises(train.TrainingError, match="cannot be trained on"):
+        fit(_config(tmp_path / "one", tiny_bit))
+
+
+def test_config_round_trips_through_the_run(color_folder, tiny_bit, tmp_path):
+    config = _config(color_folder, tiny_bit, strategy="head", steps=2)
+    result = fit(config, out=tmp_path / "run")
+    saved = json.loads((result.run_dir / "config.json").read_text())
+    assert TrainConfig.from_dict(saved) == config
