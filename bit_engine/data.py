@@ -25,14 +25,15 @@ Public API (the training loop, the CLI and the GUI rely on exactly this)::
         val: tuple[Sample, ...]                   the validation part of an on-disk split; () without one
         split_dirs: tuple[str, str] | None        e.g. ("train", "val") as spelled on disk; None without
         counts: dict[str, tuple[int, ...]]        photos per class: {"train": (...)} (+ "val" with a split)
-        skipped: tuple[SkippedFile, ...]          SkippedFile(path, reason, message); reasons: SKIP_REASONS
+        skipped: tuple[SkippedFile, ...]          SkippedFile(path, reason, message); reasons: SKIP_REASONS;
+                                                  by path, hidden files (reason "hidden") last
         median_size: tuple[int, int] | None       median (width, height) of the usable originals, for
                                                   `hyperrule.resolution`; None without usable photos
         imbalance: float | None                   photos in the largest class / in the smallest
         duplicates: tuple[DuplicateGroup, ...]    files with identical content (>= 2 paths per group)
         warnings: tuple[str, ...]                 plain-words messages a person should read
         errors: tuple[str, ...]                   plain-words reasons training cannot start
-        files_seen: int                           files looked at (skipped ones included)
+        files_seen: int                           regular files found (skipped ones included, hidden not)
         seconds: float                            how long the scan took
         .ok -> bool (no errors), .num_images -> int, .leaks -> duplicate groups spanning train and val,
         .path_of(sample) -> Path, .to_dict(include_samples=True) -> JSON-ready dict
@@ -44,10 +45,25 @@ Public API (the training loop, the CLI and the GUI rely on exactly this)::
         .to_json() -> str, Split.from_json(text) -> Split, .to_dict(), Split.from_dict(d),
         .path_of(sample, root=None) -> Path, .missing(root=None) -> list[str]
     ScanProgress(stage, files_done, files_total, current_path)   frozen; stage is "listing" (files_total
-        None), "reading" or "comparing"; sent at most every 0.1 s and once at the end of each stage
+        None), "reading" or "comparing"; sent when a stage starts, at most every 0.1 s, and when it ends
     ScanCancelled(BitStudioError)                 raised by scan() when `cancel.is_set()`
 
-Image decoding lives in `bit_engine.images` (`open_rgb`, `probe`): use `open_rgb(report.path_of(s))`.
+Image decoding lives in `bit_engine.images`: `open_rgb(report.path_of(s))` gives the RGB pixels, and
+`probe(path) -> ImageInfo` raises `ImageError` (with `.reason`, a key of `images.REASONS`) rather than
+returning a reason, so both functions fail the same way.
+
+How the scan decides:
+    - Whether a file is a photo is decided by its content (Pillow's header check), not by its name: a
+      text file called .jpg is skipped, a photo without an ending is kept. HEIC and camera RAW files are
+      refused by name with a message saying what to do.
+    - Hidden and system entries are skipped and listed, never warned about: names starting with a dot
+      (.DS_Store, ._photo.jpg), Thumbs.db, desktop.ini, __MACOSX, $RECYCLE.BIN, @eaDir, ..., and on
+      Windows entries with the hidden or system attribute.
+    - Links are followed, each real folder (st_dev, st_ino) is read once: a link back into a folder being
+      read is a "symlink_loop", a second link to a folder already read a "duplicate_link".
+    - Class names are normalised to Unicode NFC (macOS writes decomposed names), and only ever used as
+      labels: nothing is created from them.
+    - Exact duplicates: only files whose size equals another usable file's size are hashed (BLAKE2b).
 """
 
 from __future__ import annotations
@@ -788,7 +804,8 @@ def _report(root, layout, walker, usable, progress, find_duplicates, started) ->
         val=tuple(samples["val"]),
         split_dirs=layout.split_dirs,
         counts=counts,
-        skipped=tuple(sorted(walker.skipped, key=lambda s: s.path)),
+        # The ones worth reading first; hidden litter (.DS_Store, ...) last.
+        skipped=tuple(sorted(walker.skipped, key=lambda s: (s.reason in QUIET_REASONS, s.path))),
         median_size=median_size,
         imbalance=imbalance,
         duplicates=tuple(duplicates),
