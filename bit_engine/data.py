@@ -77,7 +77,7 @@ import stat
 import statistics
 import time
 import unicodedata
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -699,9 +699,10 @@ def _report(root, layout, walker, usable, progress, find_duplicates, started) ->
         kept.append((c, info))
 
     parts = ["train", "val"] if layout.split_dirs else ["train"]
-    counts = {
-        p: tuple(sum(1 for s in samples[p] if s.label == i) for i in range(len(train_classes))) for p in parts
-    }
+    counts = {}
+    for p in parts:
+        per_label = Counter(s.label for s in samples[p])
+        counts[p] = tuple(per_label[i] for i in range(len(train_classes)))
     totals = [sum(counts[p][i] for p in parts) for i in range(len(train_classes))]
 
     median_size = None

@@ -539,3 +539,20 @@ def test_probe_and_open_rgb_agree_on_every_corpus_file(corpus):
         except images.ImageError as e:
             opened = e.reason
         assert probed == opened, path
+
+
+def test_content_decides_not_the_name_and_hidden_folders_are_one_entry(tmp_path):
+    root = make_class_folder(tmp_path / "ds", {"a": 5, "b": 5})
+    write_photo(tmp_path / "x.png", seed=50).rename(root / "a" / "no_ending")
+    make_class_folder(root / "a" / ".thumbnails", {"t": 3}, seed=9)
+    report = scan(root)
+    assert "a/no_ending" in {s.path for s in report.train}
+    assert [(s.path, s.reason) for s in report.skipped] == [("a/.thumbnails", "hidden")]
+    assert report.warnings == ()
+
+
+def test_many_classes_scan_quickly_and_count_right(tmp_path):
+    root = make_class_folder(tmp_path / "ds", {f"c{i:03d}": 1 + i % 3 for i in range(120)})
+    report = scan(root)
+    assert len(report.classes) == 120
+    assert report.counts["train"][:4] == (1, 2, 3, 1)
