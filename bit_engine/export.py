@@ -864,3 +864,101 @@ def _count_int8_ops(path: Path) -> dict[str, int]:
             continue
         counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+# ------------------------------------------------------------------------------------------------------------
+# From a run folder
+
+
+@dataclass(frozen=True)
+class RunExport:
+    """What `export_run` wrote: the verified model and, when asked for, its int8 copy with figures."""
+
+    export: ExportResult
+    quantized: QuantizeResult | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "export": self.export.to_dict(),
+            "quantized": self.quantized.to_dict() if self.quantized is not None else None,
+        }
+
+
+def _run_images(paths: Sequence[str], size: int, limit: int) -> tuple[np.ndarray | None, list[int]]:
+    """The eval-time uint8 NHWC input of up to `limit` images, and which of `paths` they are (files that no
+    longer decode are passed over)."""
+    from bit_engine.images import ImageError
+    from bit_engine.transforms import decode_resized
+
+    out, kept = [], []
+    for i, path in enumerate(paths):
+        if len(out) >= limit:
+            break
+        try:
+            out.append(decode_resized(path, size).permute(1, 2, 0).numpy())
+            kept.append(i)
+        except ImageError:
+            continue
+    return (np.stack(out) if out else None), kept
+
+
+def export_run(
+    run_dir: str | os.PathLike,
+    out_path: str | os.PathLike | None = None,
+    *,
+    quantize: str | None = None,
+    verify_limit: int = 64,
+    quantize_limit: int = 256,
+) -> RunExport:
+    """Export a finished run's model, verified on its own validation images, and record the figures.
+
+    Args:
+        run_dir: a run folder with a trained model (model.pt).
+        out_path: the .onnx file; default ``<run_dir>/model.onnx``.
+        quantize: "int8" to also write ``<name>.int8.onnx``, measured on the validation split (accuracy
+            change, size, speed) with calibration on training images, so the figures are not flattered.
+        verify_limit: validation images to compare onnxruntime with PyTorch on.
+        quantize_limit: validation images to measure the int8 copy on.
+
+    Returns:
+        The `RunExport`; the same figures are written to ``<run_dir>/export.json``.
+    """
+    from bit_engine.data import Split
+    from bit_engine.runs import RunDir
+
+    if quantize not in (None, "int8"):
+        raise ExportError(f"Unknown quantization {quantize!r}: the choice is int8.")
+    run = RunDir(run_dir)
+    model, meta = run.load_model()
+    pre = meta["preprocessing"]
+    size = int(pre["crop"])
+    split = Split.from_dict(run.read_json("split.json"))
+    val_paths = [str(split.path_of(s)) for s in split.val]
+    out_path = Path(out_path) if out_path is not None else run.file("model.onnx")
+    result = export_onnx(
+        model,
+        meta["classes"],
+        size,
+        {"mean": pre["mean"], "std": pre["std"]},
+        out_path,
+        verify_images=_run_images(val_paths, size, verify_limit)[0],
+        backbone=meta["model"],
+        run_id=meta.get("run_id", run.run_id),
+        metadata={"bit_studio.strategy": meta.get("strategy", "")},
+    )
+    quantized = None
+    if quantize == "int8":
+        images, kept = _run_images(val_paths, size, quantize_limit)
+        if images is None:
+            raise ExportError("This run has no validation images to measure an int8 copy on.")
+        calibration, _ = _run_images([str(split.path_of(s)) for s in split.train], size, 64)
+        quantized = quantize_int8(
+            out_path,
+            out_path.with_name(out_path.stem + ".int8.onnx"),
+            images,
+            labels_true=[split.val[i].label for i in kept],
+            calibration_images=calibration,
+        )
+    record = RunExport(result, quantized)
+    run.write_json("export.json", record.to_dict())
+    return record

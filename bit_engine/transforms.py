@@ -76,11 +76,6 @@ class Preprocessing:
         """Side of the square a decoded image is resized to (what the in-memory cache stores)."""
         return self.resize if train else self.crop
 
-    def resize_transform(self, train: bool) -> v2.Transform:
-        # v2.Resize on a PIL image is PIL's bilinear resize (antialiased), as in inference.prepare.
-        size = self.load_size(train)
-        return v2.Resize((size, size), interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
-
     def tensor_transform(self, train: bool) -> v2.Transform:
         """From a resized uint8 image (PIL or CHW tensor) to the normalized float input."""
         steps: list[v2.Transform] = [v2.ToImage()]
@@ -98,10 +93,14 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 def decode_resized(path: str | Path, size: int) -> torch.Tensor:
-    """Decode an image (EXIF orientation, RGB) and resize it to `size` x `size`: uint8 CHW tensor."""
-    resize = v2.Resize((size, size), interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
-    image = resize(open_rgb(path))
-    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+    """Decode an image (EXIF orientation, RGB) and resize it to `size` x `size`: uint8 CHW tensor.
+
+    The resize is `inference.prepare`, the very function the ONNX predictor calls, so evaluation here and
+    prediction from the exported file see the same pixels.
+    """
+    from bit_engine.inference import prepare
+
+    return torch.from_numpy(prepare(open_rgb(path), size).copy()).permute(2, 0, 1)
 
 
 def should_cache(num_images: int, size: int, budget: int = CACHE_BUDGET_BYTES) -> bool:

@@ -14,7 +14,7 @@ from bit_engine.errors import BitStudioError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bit_engine.cli import cmd_train, cmd_weights
+    from bit_engine.cli import cmd_export, cmd_train, cmd_weights
 
     parser = argparse.ArgumentParser(
         prog="bit-studio",
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"bit-studio {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in (cmd_train, cmd_weights):
+    for module in (cmd_train, cmd_export, cmd_weights):
         module.register(sub)
     return parser
 

@@ -1,0 +1,110 @@
+"""From a trained run to an ONNX file and back: the exported model predicts what the app evaluated."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from bit_engine.cli import main
+from bit_engine.config import TrainConfig
+from bit_engine.evaluate import evaluate_run
+from bit_engine.export import export_run
+from bit_engine.inference import Predictor
+from bit_engine.runs import RunDir
+from bit_engine.train import fit
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    from conftest import make_color_folder
+
+    root = tmp_path_factory.mktemp("export")
+    folder = make_color_folder(root / "colours", per_class=8)
+    # EfficientNet-Lite0's weights ship offline; a head run trains in seconds.
+    config = TrainConfig(
+        data_dir=str(folder),
+        model="EfficientNet-Lite0",
+        strategy="head",
+        steps=30,
+        batch=16,
+        resolution=32,
+        device="cpu",
+        workers=0,
+        evaluations=1,
+    )
+    return fit(config, out=root / "run")
+
+
+def test_exported_model_predicts_what_the_app_evaluated(trained_run):
+    record = export_run(trained_run.run_dir)
+    e = record.export
+    assert e.path.endswith("model.onnx") and e.verify_images_source == "caller"
+    assert e.top1_agree == e.n_images == 6 and e.max_abs_prob_diff <= 1e-4
+    saved = RunDir(trained_run.run_dir).read_json("export.json")
+    assert saved["export"]["n_images"] == 6
+
+    report = evaluate_run(trained_run.run_dir)
+    wrong = {m["file"]: m["predicted"] for m in report["misclassified"]}
+    split = json.loads((trained_run.run_dir / "split.json").read_text())
+    predictor = Predictor(e.path)
+    assert predictor.labels == ["blue", "green", "red"] and predictor.input_size == (32, 32)
+    for rel, label in split["val"]:
+        top = predictor.predict(trained_run.run_dir.parent / "colours" / rel, top_k=1)[0]
+        expected = wrong.get(rel, split["classes"][label])
+        assert top.label == expected, rel
+
+
+def test_cli_export_then_predict_to_csv(trained_run, tmp_path, capsys):
+    out = tmp_path / "exported" / "colours.onnx"
+    assert main(["export", str(trained_run.run_dir), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"Exported {out}" in text and "same top-1 for 6/6" in text
+
+    folder = trained_run.run_dir.parent / "colours"
+    (tmp_path / "notes.jpg").write_text("not an image")
+    csv_path = tmp_path / "predictions.csv"
+    code = main(
+        [
+            "predict",
+            str(out),
+            str(folder / "red"),
+            str(tmp_path / "notes.jpg"),
+            "--top-k",
+            "2",
+            "--csv",
+            str(csv_path),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "notes.jpg: skipped:" in captured.err
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [r["label"] for r in rows if not r["error"]] == ["red"] * 8
+    assert rows[-1]["file"].endswith("notes.jpg") and rows[-1]["error"]
+    assert set(rows[0]) >= {"file", "label", "probability", "label_2", "probability_2"}
+    assert not any(p.suffix == ".csv" for p in folder.rglob("*")), "nothing written into the photo folder"
+
+
+def test_cli_int8_export_shows_its_figures(trained_run, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(trained_run.run_dir), "--out", str(out), "--quantize", "int8"]) == 0
+    text = capsys.readouterr().out
+    assert "Int8 copy" in text and "validation accuracy" in text and "images/s" in text
+    assert (tmp_path / "m.int8.onnx").exists()
+
+
+def test_predict_with_a_broken_model_file_says_so(tmp_path, capsys):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x01garbage")
+    assert main(["predict", str(bad), str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_export_of_an_unfinished_run_says_what_to_do(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    assert main(["export", str(run)]) == 2
+    assert "bit-studio resume" in capsys.readouterr().err
