@@ -134,6 +134,8 @@ class RunDir:
         from bit_engine.models import create_model
 
         path = self.file("model.pt")
+        if not self.exists("config.json") and not path.exists():
+            raise RunError(f"{self.path} is not a run folder (it has no config.json or model.pt).")
         if not path.exists():
             raise RunError(
                 f"{self.path} has no trained model yet (model.pt). Finish or resume the run first: "

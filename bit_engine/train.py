@@ -255,17 +255,25 @@ def _scan(config: TrainConfig, on_progress, cancel) -> data.DatasetReport:
 
 
 def make_plan(config: TrainConfig, num_train: int, median_size) -> hyperrule.HyperRulePlan:
-    return hyperrule.plan(
-        num_train,
-        tuple(median_size),
-        config.model,
-        batch=config.batch,
-        steps=config.steps,
-        crop=config.resolution,
-        mixup=config.mixup,
-        flip=config.flip,
-        random_crop=config.random_crop,
-    )
+    """The HyperRule plan with the config's overrides.
+
+    Raises:
+        TrainingError: an override is out of range (steps or batch below 1, resolution below 8, ...).
+    """
+    try:
+        return hyperrule.plan(
+            num_train,
+            tuple(median_size),
+            config.model,
+            batch=config.batch,
+            steps=config.steps,
+            crop=config.resolution,
+            mixup=config.mixup,
+            flip=config.flip,
+            random_crop=config.random_crop,
+        )
+    except ValueError as exc:  # the rule's range checks speak to the user, but as ValueErrors
+        raise TrainingError(str(exc)) from exc
 
 
 def build_model(config: TrainConfig, num_classes: int, on_progress=None, cancel=None) -> torch.nn.Module:

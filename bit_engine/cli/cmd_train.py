@@ -68,15 +68,42 @@ def _model_arg(p) -> None:
 
 def _override_args(p) -> None:
     g = p.add_argument_group("overrides of the BiT-HyperRule (each is recorded with the run)")
-    g.add_argument("--steps", type=int, help="total optimizer steps")
-    g.add_argument("--batch", type=int, help="global batch (the learning rate scales linearly)")
-    g.add_argument("--resolution", type=int, help="input size after the crop")
-    g.add_argument("--mixup", type=float, help="mixup alpha (0: off)")
+    g.add_argument("--steps", type=_at_least(1), help="total optimizer steps")
+    g.add_argument("--batch", type=_at_least(1), help="global batch (the learning rate scales linearly)")
+    g.add_argument("--resolution", type=_at_least(8), help="input size after the crop")
+    g.add_argument("--mixup", type=_non_negative, help="mixup alpha (0: off)")
     g.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
     g.add_argument("--no-crop", action="store_true", help="no random crop")
     g.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when usable)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--micro-batch", type=int, help="images per forward pass (default: sized to memory)")
+    g.add_argument(
+        "--micro-batch", type=_at_least(1), help="images per forward pass (default: sized to memory)"
+    )
+
+
+def _at_least(minimum: int):
+    """An argparse type: a whole number >= minimum, refused before any folder is scanned."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"cannot be negative, got {text}")
+    return value
 
 
 def _config(args, strategy: str):
@@ -108,7 +135,7 @@ def _config(args, strategy: str):
 # Printing
 
 
-def _print_report(report) -> None:
+def _print_report(report, more: str = "see dataset.json in the run") -> None:
     split = f" (split on disk: {'/'.join(report.split_dirs)})" if report.split_dirs else ""
     print(f"Dataset {report.root}{split}")
     width = max((len(c) for c in report.classes), default=5)
@@ -124,7 +151,7 @@ def _print_report(report) -> None:
         for s in report.skipped[:10]:
             print(f"    {s.path}: {s.message}")
         if len(report.skipped) > 10:
-            print(f"    ... and {len(report.skipped) - 10} more (see dataset.json in the run)")
+            print(f"    ... and {len(report.skipped) - 10} more ({more})")
     for w in report.warnings:
         print(f"  warning: {w}")
     for e in report.errors:
@@ -218,7 +245,7 @@ def _print_mistakes(report, limit: int = 5) -> None:
     for name, m in report["per_class"].items():
         print(
             f"  {name:<20} precision {m['precision']:.2f}  recall {m['recall']:.2f}  "
-            f"F1 {m['f1']:.2f}  ({m['support']} images)"
+            f"F1 {m['f1']:.2f}  ({m['support']} image{'' if m['support'] == 1 else 's'})"
         )
     mistakes = report["misclassified"]
     if mistakes:
@@ -236,11 +263,15 @@ def _plan(args) -> int:
     from bit_engine.train import estimate, make_plan
 
     config = _config(args, args.strategy or "full")
+    if config.device is not None:
+        from bit_engine.devices import resolve_device
+
+        resolve_device(config.device)  # fail before the scan, as `train` does
     report = data.scan(config.data_dir)
     if args.json:
         out = {"dataset": report.to_dict(include_samples=False)}
     else:
-        _print_report(report)
+        _print_report(report, more="`bit-studio plan --json` lists them all")
     if not report.ok:
         if args.json:
             print(json.dumps(out, indent=2))
