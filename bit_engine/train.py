@@ -337,7 +337,12 @@ def fit(
         run = RunDir(out)
         if run.exists("config.json"):
             raise TrainingError(f"{run.path} already holds a run. Resume it, or choose another folder.")
-        run.path.mkdir(parents=True, exist_ok=True)
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file of that name, a read-only disk, no permission
+            raise TrainingError(
+                f"Cannot make the run folder {run.path} ({exc.strerror or exc}). Choose another folder."
+            ) from exc
     else:
         run = RunDir.create(config.data_dir, config.model)
     if dist.is_main:
