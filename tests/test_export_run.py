@@ -104,7 +104,9 @@ def test_predict_with_a_broken_model_file_says_so(tmp_path, capsys):
 
 
 def test_export_of_an_unfinished_run_says_what_to_do(tmp_path, capsys):
-    run = tmp_path / "run"
-    run.mkdir()
-    assert main(["export", str(run)]) == 2
-    assert "bit-studio resume" in capsys.readouterr().err
+    run = RunDir(tmp_path / "run")
+    run.write_json("config.json", {"data_dir": str(tmp_path)})  # started, never finished: no model.pt
+    assert main(["export", str(run.path)]) == 2
+    assert f"bit-studio resume {run.path}" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "empty")]) == 2
+    assert "is not a run folder" in capsys.readouterr().err
