@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from functools import partial
 
 import timm
 import torch
@@ -71,9 +70,10 @@ def main() -> None:
     ours = create_model(args.arch, num_classes=classes, zero_head=False)
     ours, memory_format = prepare_for_device(ours, device)
     # timm as its users run it (default memory format), at the same WS eps so the maths is identical.
-    theirs = timm.create_model(
-        TIMM_VARIANTS[args.arch], num_classes=classes, conv_layer=partial(StdConv2d, eps=1e-10)
-    ).to(device)
+    theirs = timm.create_model(TIMM_VARIANTS[args.arch], num_classes=classes).to(device)
+    for module in theirs.modules():
+        if isinstance(module, StdConv2d):
+            module.eps = 1e-10
     theirs.train()
 
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
