@@ -5,7 +5,9 @@ Never falls back from a GPU to the CPU silently: asking for CUDA where none work
 
 from __future__ import annotations
 
+import ctypes.util
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -27,9 +29,17 @@ class GpuInfo:
     free_memory: int | None
 
 
+def _driver_installed() -> bool | None:
+    """Whether the NVIDIA driver's library is installed; None where that cannot be told."""
+    name = {"linux": "cuda", "win32": "nvcuda"}.get(sys.platform)
+    if name is None:
+        return None
+    return ctypes.util.find_library(name) is not None
+
+
 def gpu_unavailable_reason() -> str | None:
     """Why no CUDA GPU can be used, in words a user understands; None when one can."""
-    if torch.version.cuda is None:
+    if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:  # ROCm uses torch.cuda too
         return (
             "This PyTorch is a CPU-only build, so it cannot use a GPU. Install a CUDA build of PyTorch "
             "(see pytorch.org) to train on an NVIDIA GPU."
@@ -42,24 +52,53 @@ def gpu_unavailable_reason() -> str | None:
     except Exception as exc:  # driver errors surface as assorted RuntimeErrors
         return f"The NVIDIA driver could not be used ({exc}). Install or update the driver."
     if count == 0:
+        if _driver_installed() is False:
+            return (
+                "No NVIDIA driver is installed, so no GPU can be used. If this machine has an NVIDIA GPU, "
+                "install its driver (nvidia-smi should then list the GPU)."
+            )
         return (
-            "No NVIDIA GPU was found: either this machine has none, or its driver is not installed "
-            "(nvidia-smi should list the GPU)."
+            "The NVIDIA driver reports no GPU: this machine may have none, or nvidia-smi shows a problem "
+            "with it."
         )
+    if not torch.cuda.is_available():
+        # The device count comes from NVML, which may see GPUs that CUDA cannot use (e.g. a driver older
+        # than this PyTorch's CUDA): initialising CUDA gives the reason.
+        try:
+            torch.cuda.init()
+        except Exception as exc:
+            return f"The NVIDIA driver could not be used ({exc}). Install or update the driver."
+        return "CUDA cannot be used on this machine, although the driver lists a GPU. Check nvidia-smi."
     return None
 
 
+def _used_memory_from_nvml(index: int) -> int | None:
+    """Memory in use on GPU `index` as nvidia-smi reports it, when NVML is installed (nvidia-ml-py)."""
+    try:
+        return torch.cuda.device_memory_used(index)
+    except Exception:  # no nvidia-ml-py, an older torch, or NVML unusable
+        return None
+
+
 def list_gpus() -> list[GpuInfo]:
-    """Local CUDA GPUs with name, total and free memory; empty when none is usable."""
+    """Local CUDA GPUs with name, total and free memory; empty when none is usable (see the reason).
+
+    Free memory comes from NVML when it is installed. Otherwise it comes from CUDA, which creates a context
+    on each GPU: a few hundred MB that this process then holds, so a GUI should list GPUs sparingly.
+    """
     if gpu_unavailable_reason() is not None:
         return []
     gpus = []
     for i in range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(i)
-        try:
-            free, _ = torch.cuda.mem_get_info(i)
-        except Exception:
-            free = None
+        used = _used_memory_from_nvml(i)
+        if used is not None:
+            free = props.total_memory - used
+        else:
+            try:
+                free, _ = torch.cuda.mem_get_info(i)
+            except Exception:
+                free = None
         gpus.append(GpuInfo(i, props.name, props.total_memory, free))
     return gpus
 

@@ -49,7 +49,8 @@ class TrainingError(BitStudioError):
 
 @dataclass(frozen=True)
 class Progress:
-    """One progress report. Phases: scanning, downloading, caching, features, training, evaluating, done.
+    """One progress report. Phases: starting (data-parallel processes), scanning, downloading, caching,
+    features, training, evaluating, done.
 
     `done`/`total` count the units of the current phase (files, bytes, images, steps).
     """
@@ -93,13 +94,18 @@ class RunResult:
 class DistContext:
     """Where this process sits in a data-parallel group (a single process by default).
 
-    The distributed module builds one per rank; the loop only needs these few facts and hooks.
+    The distributed module builds one per rank; the loop only needs these few facts and hooks. The hooks
+    that are collectives (`all_sum`, `share`) must be called by every rank at the same point.
     """
 
     rank: int = 0
     world_size: int = 1
     wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None  # e.g. DistributedDataParallel
     barrier: Callable[[], None] | None = None
+    device: torch.device | None = None  # this rank's device; None: the config's
+    local_world_size: int = 1  # ranks on this machine, which share its RAM and CPU cores
+    all_sum: Callable[[list[float]], list[float]] | None = None  # element-wise sums over ranks (a collective)
+    share: Callable[[object], object] | None = None  # rank 0's value, on every rank (a collective)
 
     @property
     def is_main(self) -> bool:
@@ -109,6 +115,25 @@ class DistContext:
 class _Never:
     def is_set(self) -> bool:
         return False
+
+
+class _AgreedCancel:
+    """The cancel flag as every rank sees it: agreed once per optimizer step, constant in between.
+
+    Ranks notice a local flag at different moments; one leaving a step that another finishes would leave
+    the other waiting in a gradient all-reduce. So the flag only changes at `agree()`, a collective every
+    rank calls at the top of the same step, and all of them stop together (a step later at most).
+    """
+
+    def __init__(self, flag, all_sum: Callable[[list[float]], list[float]]):
+        self.flag, self.all_sum, self.value = flag, all_sum, False
+
+    def agree(self) -> bool:
+        self.value = self.all_sum([1.0 if self.flag.is_set() else 0.0])[0] > 0
+        return self.value
+
+    def is_set(self) -> bool:
+        return self.value
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -179,6 +204,12 @@ def mixup_lambda(seed: int, step: int, alpha: float) -> float:
 
 
 def mixup_permutation(seed: int, step: int, part: int, n: int) -> torch.Tensor:
+    """Mixup partners within a micro-batch of `n` images of step `step`.
+
+    `part` says which micro-batch: the position of its first image in the global batch. Keyed by that and not
+    by rank, one process and several pair the same images whenever their micro-batches start at the same
+    places (a micro-batch size that divides each rank's share), and the runs stay equal with mixup on.
+    """
     g = torch.Generator().manual_seed(
         int(np.random.SeedSequence([seed, step, part, 11]).generate_state(1)[0])
     )
@@ -324,8 +355,8 @@ def fit(
         BitStudioError: the data cannot be trained on, the device cannot be used, the weights are missing.
     """
     dist = dist or DistContext()
-    cancel = cancel or _Never()
-    device = resolve_device(config.device)  # fail before the (possibly long) scan
+    cancel = _rank_cancel(cancel, dist)
+    device = dist.device or resolve_device(config.device)  # fail before the (possibly long) scan
     report = _scan(config, on_progress, cancel)
     if not report.ok:
         raise TrainingError("This folder cannot be trained on yet: " + " ".join(report.errors))
@@ -333,18 +364,15 @@ def fit(
     plan = make_plan(config, len(split.train), report.median_size)
     pre = Preprocessing.from_plan(plan, get_spec(config.model).normalization)
 
-    if out is not None:
+    # Rank 0 alone checks and creates the folder (another rank would find rank 0's config.json, or create a
+    # folder of its own), then tells the others where it is.
+    run = _new_run_dir(config, out) if dist.is_main else None
+    if dist.share is not None:
+        run = RunDir(dist.share(str(run.path) if run is not None else None))
+    elif run is None:
+        if out is None:
+            raise TrainingError("A data-parallel rank without `share` needs the run folder (`out`).")
         run = RunDir(out)
-        if run.exists("config.json"):
-            raise TrainingError(f"{run.path} already holds a run. Resume it, or choose another folder.")
-        try:
-            run.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:  # a file of that name, a read-only disk, no permission
-            raise TrainingError(
-                f"Cannot make the run folder {run.path} ({exc.strerror or exc}). Choose another folder."
-            ) from exc
-    else:
-        run = RunDir.create(config.data_dir, config.model)
     if dist.is_main:
         run.write_json("config.json", config.to_dict())
         run.write_json(
@@ -356,6 +384,27 @@ def fit(
     return _run(config, run, split, plan, pre, device, on_progress, cancel, dist, checkpoint=None)
 
 
+def _new_run_dir(config: TrainConfig, out: str | Path | None) -> RunDir:
+    if out is None:
+        return RunDir.create(config.data_dir, config.model)
+    run = RunDir(out)
+    if run.exists("config.json"):
+        raise TrainingError(f"{run.path} already holds a run. Resume it, or choose another folder.")
+    try:
+        run.path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name, a read-only disk, no permission
+        raise TrainingError(
+            f"Cannot make the run folder {run.path} ({exc.strerror or exc}). Choose another folder."
+        ) from exc
+    return run
+
+
+def _rank_cancel(cancel, dist: DistContext):
+    """The cancel flag the run checks: the caller's, or on several ranks the one they agree on."""
+    cancel = cancel or _Never()
+    return _AgreedCancel(cancel, dist.all_sum) if dist.all_sum is not None else cancel
+
+
 def resume(
     run_dir: str | Path,
     on_progress: ProgressCallback | None = None,
@@ -365,7 +414,7 @@ def resume(
 ) -> RunResult:
     """Continue a cancelled or interrupted run from its checkpoint, with the same split and schedule."""
     dist = dist or DistContext()
-    cancel = cancel or _Never()
+    cancel = _rank_cancel(cancel, dist)
     run = RunDir(run_dir)
     if not run.path.is_dir():
         raise TrainingError(f"{run.path} is not a run folder.")
@@ -380,7 +429,7 @@ def resume(
     saved_plan = run.read_json("plan.json")
     plan = make_plan(config, len(split.train), saved_plan["median_size"])
     pre = Preprocessing.from_dict(saved_plan["preprocessing"])
-    device = resolve_device(config.device)
+    device = dist.device or resolve_device(config.device)
     checkpoint = run.load_checkpoint() if run.exists("checkpoint.pt") else None
     if checkpoint is not None and checkpoint.get("version") != CHECKPOINT_VERSION:
         raise TrainingError(f"The checkpoint in {run.path} was written by another version of BiT Studio.")
@@ -393,15 +442,28 @@ def resume(
 # The loop
 
 
-def _datasets(split: data.Split, pre: Preprocessing, seed: int, on_progress, cancel, workers_cfg, head: bool):
+def _datasets(
+    split: data.Split,
+    pre: Preprocessing,
+    seed: int,
+    on_progress,
+    cancel,
+    workers_cfg,
+    head: bool,
+    dist: DistContext | None = None,
+):
     """Training and validation datasets, with the in-memory cache where it fits.
 
     The head strategy reads every image once (for its features), so caching would only cost memory.
+    Data-parallel ranks on one machine each hold a cache: it must fit that many times. Only rank 0
+    evaluates, so only it caches the validation images.
     """
+    dist = dist or DistContext()
+    copies = dist.local_world_size
     train_paths = [str(split.path_of(s)) for s in split.train]
     val_paths = [str(split.path_of(s)) for s in split.val]
-    cache_train = not head and should_cache(len(train_paths), pre.load_size(True))
-    cache_val = not head and should_cache(len(val_paths), pre.load_size(False))
+    cache_train = not head and should_cache(len(train_paths) * copies, pre.load_size(True))
+    cache_val = not head and dist.is_main and should_cache(len(val_paths) * copies, pre.load_size(False))
     total = len(train_paths) * cache_train + len(val_paths) * cache_val
     caches: dict[str, list | None] = {"train": None, "val": None}
     done = 0
@@ -428,7 +490,8 @@ def _datasets(split: data.Split, pre: Preprocessing, seed: int, on_progress, can
         workers = workers_cfg
     else:
         # Decoding is the slow part: workers pay off only when the images are not cached already.
-        workers = 0 if caches["train"] is not None else max(0, min(4, (os.cpu_count() or 1) - 1))
+        cores = (os.cpu_count() or 1) // copies
+        workers = 0 if caches["train"] is not None else max(0, min(4, cores - 1))
     return train_set, val_set, workers
 
 
@@ -445,7 +508,7 @@ def _run(config, run, split, plan, pre, device, on_progress, cancel, dist, check
         model.load_state_dict(checkpoint["model"])
     model, memory_format = prepare_for_device(model, device)
     loaded = _datasets(
-        split, pre, config.seed, on_progress, cancel, config.workers, config.strategy == "head"
+        split, pre, config.seed, on_progress, cancel, config.workers, config.strategy == "head", dist
     )
     if loaded is None:
         return _cancelled(run, checkpoint, plan, dist)
@@ -489,6 +552,8 @@ def _run(config, run, split, plan, pre, device, on_progress, cancel, dist, check
 
     step = start
     for step_data in trainer.steps(stream, start, plan.total_steps):
+        if isinstance(cancel, _AgreedCancel):
+            cancel.agree()
         lr = plan.lr(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -503,6 +568,10 @@ def _run(config, run, split, plan, pre, device, on_progress, cancel, dist, check
             return _cancelled(run, {"step": step}, plan, dist)
         trainer.optimizer_step(optimizer)
         optimizer.zero_grad(set_to_none=True)
+        if dist.all_sum is not None:  # each rank saw its share: report the whole batch's loss
+            n = _images_in(step_data)
+            loss_sum, count = dist.all_sum([loss * n, float(n)])
+            loss = loss_sum / count
         step += 1
         window.append((time.monotonic() - t_step, plan.batch))
         window = window[-20:]
@@ -578,6 +647,13 @@ def _run(config, run, split, plan, pre, device, on_progress, cancel, dist, check
     return RunResult(run.path, "done", step, plan.total_steps, report["accuracy"] if report else None, report)
 
 
+def _images_in(step_data) -> int:
+    """Images in one step's data: micro-batches of (x, y, index), or one index tensor (head strategy)."""
+    if isinstance(step_data, torch.Tensor):
+        return len(step_data)
+    return sum(len(y) for _, y, _ in step_data)
+
+
 def _cancelled(run: RunDir, checkpoint, plan, dist: DistContext) -> RunResult:
     step = int(checkpoint["step"]) if checkpoint else 0
     if dist.is_main:
@@ -593,9 +669,15 @@ class _FullTrainer:
         self.model = dist.wrap(model) if dist.wrap is not None else model
         self.train_set, self.device, self.memory_format = train_set, device, memory_format
         self.config, self.plan, self.workers, self.dist = config, plan, workers, dist
+        if plan.batch < dist.world_size:
+            raise TrainingError(
+                f"A batch of {plan.batch} images cannot be shared by {dist.world_size} processes: "
+                f"use a batch of at least {dist.world_size}, or fewer devices."
+            )
         per_rank = math.ceil(plan.batch / dist.world_size)
         self.load_batch = config.micro_batch or auto_micro_batch(config.model, plan.crop, per_rank, device)
         self.compute_batch = self.load_batch
+        self._exchanging = False  # inside the backward pass that all-reduces (see `step`)
         self.amp_dtype = _autocast_dtype(device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
@@ -622,9 +704,11 @@ class _FullTrainer:
         """Accumulate the gradient of one optimizer step; the mean loss, or None when cancelled."""
         self.model.train()
         prepared = []
+        offset = self.dist.rank * global_batch // self.dist.world_size  # where this rank's share starts
         for part, (x, y, _) in enumerate(micro_batches):
             if lam < 1.0:
-                perm = mixup_permutation(self.config.seed, step, part + 1000 * self.dist.rank, len(y))
+                first = offset + part * self.load_batch
+                perm = mixup_permutation(self.config.seed, step, first, len(y))
                 x = lam * x + (1 - lam) * x[perm]
                 y2 = y[perm]
             else:
@@ -636,6 +720,13 @@ class _FullTrainer:
             except RuntimeError as exc:
                 if not (_is_oom(exc) and self.device.type == "cuda" and self.compute_batch > 1):
                     raise
+                if self._exchanging:
+                    # DDP had started the all-reduce of this step's gradients: redoing the step would
+                    # all-reduce twice here and once on the other ranks.
+                    raise TrainingError(
+                        f"Out of memory on {self.device} while the processes exchanged gradients "
+                        f"(micro-batch {self.compute_batch}). Train again with a smaller --micro-batch."
+                    ) from exc
                 # Out of memory: halve the compute chunk and redo the step. The global batch, and so the
                 # result, stay the same.
                 self.unwrapped.zero_grad(set_to_none=True)
@@ -654,6 +745,7 @@ class _FullTrainer:
                     )
                 )
         total_loss = 0.0
+        self._exchanging = False
         for k, (x, y, y2) in enumerate(pieces):
             if cancel.is_set():
                 return None
@@ -674,6 +766,7 @@ class _FullTrainer:
                     loss_sum = loss_sum + (1 - lam) * F.cross_entropy(logits, y2, reduction="sum")
                 # Sum over the global batch, not a mean per micro-batch: the gradient is then the same
                 # however the batch is cut, on one device or many (DDP averages over ranks, hence the factor).
+                self._exchanging = last and self.dist.world_size > 1
                 self.scaler.scale(loss_sum * self.dist.world_size / global_batch).backward()
             total_loss += loss_sum.item()
         return total_loss / sum(len(p[1]) for p in pieces)
