@@ -447,6 +447,20 @@ def _save_with_metadata(
     return dest.parent / data_name
 
 
+def _publish(staged: Path, staged_data: Path | None, out_path: Path) -> Path | None:
+    """Move a verified, staged model (and its external weights) into place; return the weights file."""
+    data_path = None
+    if staged_data is not None:
+        data_path = out_path.parent / staged_data.name
+        os.replace(staged_data, data_path)
+    os.replace(staged, out_path)
+    if data_path is None:
+        # A previous export of the same name with external weights would leave an orphan next to it.
+        with contextlib.suppress(FileNotFoundError):
+            (out_path.parent / (out_path.name + ".data")).unlink()
+    return data_path
+
+
 def export_onnx(
     model: nn.Module,
     labels: Sequence[str],
@@ -548,15 +562,7 @@ def export_onnx(
                 figures,
             )
 
-        data_path = None
-        if staged_data is not None:
-            data_path = out_path.parent / staged_data.name
-            os.replace(staged_data, data_path)
-        os.replace(staged, out_path)
-        if data_path is None:
-            # A previous export of the same name with external weights would leave an orphan next to it.
-            with contextlib.suppress(FileNotFoundError):
-                (out_path.parent / (out_path.name + ".data")).unlink()
+        data_path = _publish(staged, staged_data, out_path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -794,14 +800,7 @@ def quantize_int8(
             acc32, acc8 = float(np.mean(p32.argmax(1) == truth)), float(np.mean(p8.argmax(1) == truth))
             accuracy = (acc32, acc8, acc8 - acc32)
 
-        data_path = None
-        if staged_data is not None:
-            data_path = out_path.parent / staged_data.name
-            os.replace(staged_data, data_path)
-        os.replace(staged, out_path)
-        if data_path is None:
-            with contextlib.suppress(FileNotFoundError):
-                (out_path.parent / (out_path.name + ".data")).unlink()
+        data_path = _publish(staged, staged_data, out_path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
