@@ -147,6 +147,9 @@ def evaluate_run(
                 samples.append((str(report.path_of(s)), index[name], s.path))
             else:
                 unknown[name] = unknown.get(name, 0) + 1
+        if not samples and report.num_images == 0:
+            # An empty folder, or one without class sub-folders: the scan's own words say which.
+            raise BitStudioError(report.errors[0] if report.errors else f"{data_dir} has no usable photos.")
         if not samples:
             raise BitStudioError(
                 f"None of the classes in {data_dir} is one this model knows ({', '.join(classes)}). "

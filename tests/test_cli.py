@@ -140,6 +140,9 @@ def test_train_then_evaluate_on_its_split_and_on_another_folder(color_folder, ti
     report = json.loads(out)
     assert report["unknown_classes"] == {"yellow": 4} and report["num_images"] == 8
     assert report["per_class"]["blue"]["support"] == 0
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, "evaluate", run, tmp_path / "empty")
+    assert code == 2 and "error: The folder is empty." in err
 
 
 def test_resume_finishes_a_cancelled_run(color_folder, tiny_bit, tmp_path, capsys):
