@@ -352,8 +352,9 @@ def run_under_torchrun(
 ) -> RunResult:
     """The rank torchrun started: GPU number LOCAL_RANK, or the CPU when the config says `cpu`.
 
-    SIGTERM (what torchrun sends its workers when it stops, before SIGKILL) sets `cancel`: the ranks then
-    agree to stop at the next step, and rank 0 writes a checkpoint to resume from.
+    SIGINT and SIGTERM set `cancel`: the ranks then agree to stop at the next step, and rank 0 writes a
+    checkpoint to resume from. A second signal does not abort (the terminal's Ctrl-C reaches the workers,
+    then torchrun forwards its own copy); torchrun itself sends SIGKILL 30 s after it began stopping.
 
     Raises:
         DeviceError: the config asks for CUDA and none can be used.
@@ -371,7 +372,8 @@ def run_under_torchrun(
     else:
         device = torch.device("cuda", place.local_rank)
     if cancel is not None and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda signum, frame: cancel.set())
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: cancel.set())
     return run_rank(job, device, on_progress if place.rank == 0 else None, cancel, timeout_s=timeout_s)
 
 

@@ -33,11 +33,13 @@ def register(sub) -> None:
     )
     _override_args(p)
     p.add_argument("--out", help="run folder to create (default: a new folder in your BiT Studio runs)")
+    _devices_arg(p)
     p.add_argument("--json", action="store_true", help="print progress as JSON lines")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("resume", help="continue a cancelled or interrupted run")
     p.add_argument("run_dir")
+    _devices_arg(p)
     p.add_argument("--json", action="store_true", help="print progress as JSON lines")
     p.set_defaults(run=_resume)
 
@@ -63,6 +65,15 @@ def _model_arg(p) -> None:
         "--model",
         default=DEFAULT_MODEL,
         help=f"pre-trained model (default {DEFAULT_MODEL}; see `bit-studio weights list`)",
+    )
+
+
+def _devices_arg(p) -> None:
+    p.add_argument(
+        "--devices",
+        metavar="SPEC",
+        help="train on several devices, one process each, with the same result as one: all (every GPU), "
+        "0,1,3 (these GPUs) or cpu:N (N CPU processes). Several machines: see the README (torchrun)",
     )
 
 
@@ -308,26 +319,71 @@ def _plan(args) -> int:
 
 
 def _train(args) -> int:
-    from bit_engine.train import fit
+    from bit_engine import distributed
 
     config = _config(args, args.strategy)
     printer = _ProgressPrinter(args.json)
-    if not args.json:
+    if not args.json and distributed.is_main_process():
         print(
             f"Training {config.model} ({config.strategy}) on {config.data_dir}. Ctrl-C stops and keeps the run."
         )
-    result = _run_cancellable(
-        lambda cancel: _with_sigint(fit, config, printer, cancel, out=args.out), printer
-    )
-    return _finish(result, args.json)
+    engine = _engine(args, distributed.TrainJob(config=config, out=args.out))
+    result = _run_cancellable(lambda cancel: _with_sigint(engine, None, printer, cancel), printer)
+    return _outcome(result, args.json)
 
 
 def _resume(args) -> int:
-    from bit_engine.train import resume
+    from bit_engine import distributed
 
     printer = _ProgressPrinter(args.json)
-    result = _run_cancellable(lambda cancel: _with_sigint(resume, args.run_dir, printer, cancel), printer)
-    return _finish(result, args.json)
+    engine = _engine(args, distributed.TrainJob(run_dir=args.run_dir))
+    result = _run_cancellable(lambda cancel: _with_sigint(engine, None, printer, cancel), printer)
+    return _outcome(result, args.json)
+
+
+def _engine(args, job):
+    """The engine call that runs `job`, as `engine(_, on_progress, cancel)` (the shape `_with_sigint` calls).
+
+    One process by default; with --devices, one process per device started here; under torchrun (RANK and
+    WORLD_SIZE set), this process as one rank of the group. Only rank 0 prints.
+    """
+    from bit_engine import distributed
+    from bit_engine.errors import BitStudioError
+    from bit_engine.train import DistContext
+
+    devices = args.devices
+    if devices and getattr(args, "device", None):
+        raise BitStudioError("Use --device (one device) or --devices (several), not both.")
+    under_torchrun = distributed.placement_from_env() is not None
+    if under_torchrun and devices:
+        raise BitStudioError(
+            "--devices has no use under torchrun: torchrun starts one process per device (--nproc-per-node)."
+        )
+
+    def engine(_, on_progress, cancel):
+        if under_torchrun:
+            return distributed.run_under_torchrun(job, on_progress, cancel)
+        if not devices:
+            return job.run(on_progress, cancel, DistContext())
+        if job.run_dir is not None:
+            return distributed.launch_resume(job.run_dir, devices, on_progress, cancel)
+        return distributed.launch(job.config, devices, on_progress, cancel, out=job.out)
+
+    return engine
+
+
+def _outcome(result, as_json: bool) -> int:
+    """Rank 0 (or the only process) prints how the run ended; every process returns the exit code.
+
+    Under torchrun a cancel exits 0: torchrun counts any other code as a failure, and with --max-restarts
+    it would start the command again.
+    """
+    from bit_engine import distributed
+
+    code = _finish(result, as_json) if distributed.is_main_process() else int(result.status != "done") * 130
+    if distributed.placement_from_env() is not None and result.status == "cancelled":
+        return 0
+    return code
 
 
 def _with_sigint(fn, first, printer, cancel, **kwargs):
