@@ -261,7 +261,11 @@ def _autocast_dtype(device: torch.device) -> torch.dtype | None:
 
 
 def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+    # CUDA raises OutOfMemoryError; the CPU allocator a RuntimeError, when the system lets it fail at all.
+    text = str(exc).lower()
+    return (
+        isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -718,7 +722,7 @@ class _FullTrainer:
             try:
                 return self._accumulate(prepared, lam, global_batch, cancel)
             except RuntimeError as exc:
-                if not (_is_oom(exc) and self.device.type == "cuda" and self.compute_batch > 1):
+                if not (_is_oom(exc) and self.compute_batch > 1):
                     raise
                 if self._exchanging:
                     # DDP had started the all-reduce of this step's gradients: redoing the step would
@@ -730,7 +734,8 @@ class _FullTrainer:
                 # Out of memory: halve the compute chunk and redo the step. The global batch, and so the
                 # result, stay the same.
                 self.unwrapped.zero_grad(set_to_none=True)
-                torch.cuda.empty_cache()
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
                 self.compute_batch //= 2
 
     def _accumulate(self, prepared, lam, global_batch, cancel) -> float | None:
@@ -779,14 +784,24 @@ class _FullTrainer:
             optimizer.step()
 
     def evaluate(self, val_set, cancel):
-        return predict_dataset(
-            self.unwrapped,
-            val_set,
-            self.device,
-            self.memory_format,
-            batch_size=max(self.load_batch, 8),
-            cancel=cancel,
-        )
+        # Evaluation batches follow the training micro-batch, halved here too on out-of-memory (the
+        # result does not depend on it: no layer mixes samples at evaluation).
+        while True:
+            try:
+                return predict_dataset(
+                    self.unwrapped,
+                    val_set,
+                    self.device,
+                    self.memory_format,
+                    batch_size=self.compute_batch,
+                    cancel=cancel,
+                )
+            except RuntimeError as exc:
+                if not (_is_oom(exc) and self.compute_batch > 1):
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self.compute_batch //= 2
 
 
 class _nullcontext:

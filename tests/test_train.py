@@ -156,3 +156,32 @@ def test_config_round_trips_through_the_run(color_folder, tiny_bit, tmp_path):
     result = fit(config, out=tmp_path / "run")
     saved = json.loads((result.run_dir / "config.json").read_text())
     assert TrainConfig.from_dict(saved) == config
+
+
+def test_out_of_memory_halves_the_micro_batch_and_keeps_the_result(
+    color_folder, tiny_bit, tmp_path, monkeypatch
+):
+    reference = fit(_config(color_folder, tiny_bit, steps=3, micro_batch=3), out=tmp_path / "reference")
+
+    build = train.build_model
+    seen = []
+
+    def build_with_small_memory(*args, **kwargs):
+        model = build(*args, **kwargs)
+        forward = model.forward
+
+        def forward_or_oom(x):
+            seen.append(len(x))
+            if len(x) > 3:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return forward(x)
+
+        model.forward = forward_or_oom
+        return model
+
+    monkeypatch.setattr(train, "build_model", build_with_small_memory)
+    result = fit(_config(color_folder, tiny_bit, steps=3, micro_batch=12), out=tmp_path / "oom")
+    assert result.status == "done"
+    assert seen[0] == 12 and 3 in seen and max(seen[seen.index(3) :]) == 3  # 12 -> 6 -> 3, then stays at 3
+    a, b = _weights(reference.run_dir), _weights(result.run_dir)
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) <= 1e-5
