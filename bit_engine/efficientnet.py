@@ -145,6 +145,13 @@ class EfficientNetLite(nn.Module):
         )
         self.num_features = _TOP_CHANNELS
         self.head = nn.Linear(_TOP_CHANNELS, num_classes, bias=True)
+        # Without the released weights (the `scratch` strategy) the frozen BatchNorms are identities (mean 0,
+        # variance 1) and nothing rescales the activations: under PyTorch's default conv init they shrink
+        # to ~1e-9 by the last block, and training from scratch stays at chance. He init over each conv's
+        # inputs keeps them near unit scale. Loading pre-trained weights overwrites all of it.
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
         if zero_head:
             self.reset_head()
 

@@ -174,3 +174,13 @@ def test_missing_weights_file_is_a_user_error(tmp_path):
     with pytest.raises(Lite0WeightsMissingError, match="does not exist") as info:
         load_pretrained_lite0(EfficientNetLite(num_classes=5), tmp_path / "nowhere.pth")
     assert isinstance(info.value, BitStudioError)
+
+
+def test_random_init_keeps_the_signal_alive_for_training_from_scratch():
+    """`scratch` has no released BN statistics to lean on (frozen BNs are identities): the init alone must
+    keep activations at a trainable scale. Under PyTorch's default init the features were ~1e-9 and a
+    scratch run stayed at chance."""
+    torch.manual_seed(0)
+    features = EfficientNetLite(num_classes=3).train().features(torch.randn(8, 3, 64, 64))
+    assert 0.1 < features.std().item() < 10
+    assert features.std(dim=0).mean().item() > 0.05  # different images give different features
