@@ -3,7 +3,10 @@
 Both run the same step (forward, cross-entropy, backward, SGD momentum 0.9) on the same batch, resolution
 and thread count, alternating so that machine noise hits both alike. Prints images/s of each and the ratio.
 
-    python bench/train_step.py --arch R50x1 --batch 16 --size 128 --iters 10
+    python bench/train_step.py --arch R50x1 --batch 16 --size 128 --iters 10 --threads 1
+
+On a machine where other work runs, use --threads 1: OpenMP threads that wait for a busy core make
+multi-threaded timings swing by 5x.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import timm
 import torch
 from timm.layers import StdConv2d
 
-from bit_engine.devices import prepare_for_device
+from bit_engine.devices import PRECISIONS, autocast_dtype, prepare_for_device
 from bit_engine.models import create_model
 
 TIMM_VARIANTS = {
@@ -29,12 +32,14 @@ TIMM_VARIANTS = {
 }
 
 
-def step_fn(model, x, y, device, autocast: bool):
+def step_fn(model, x, y, device, dtype):
+    """One training step as bit_engine's loop runs it (autocast with `dtype`, None for float32)."""
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
     def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.float(), y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -62,6 +67,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS, help="bit_engine's training precision")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -78,11 +84,22 @@ def main() -> None:
 
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
     y = torch.randint(0, classes, (args.batch,), device=device)
-    autocast = device.type == "cuda"
+    dtype = autocast_dtype(device, args.precision)
+    precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    # The engine as it trains by default, timm as its users run it by default (float32, unless on CUDA,
+    # where its train script uses AMP), and timm with the engine's autocast: the last ratio isolates the
+    # implementation from the precision choice.
+    timm_default = dtype if device.type == "cuda" else None
     runs = {
-        "bit_engine": step_fn(ours, x.contiguous(memory_format=memory_format), y, device, autocast),
-        "timm": step_fn(theirs, x, y, device, autocast),
+        f"bit_engine ({precision})": step_fn(
+            ours, x.contiguous(memory_format=memory_format), y, device, dtype
+        ),
+        f"timm ({ {None: 'fp32'}.get(timm_default, precision) })": step_fn(
+            theirs, x, y, device, timm_default
+        ),
     }
+    if timm_default != dtype:
+        runs[f"timm ({precision})"] = step_fn(theirs, x, y, device, dtype)
     times: dict[str, list[float]] = {k: [] for k in runs}
     for step in runs.values():
         timed(step, args.warmup)
@@ -98,8 +115,10 @@ def main() -> None:
     for name, ts in times.items():
         med = statistics.median(ts)
         ips[name] = args.batch / med
-        print(f"  {name:<11} {ips[name]:8.2f} images/s   {med * 1000:8.1f} ms/step")
-    print(f"  ratio bit_engine / timm: {ips['bit_engine'] / ips['timm']:.2f}x")
+        print(f"  {name:<18} {ips[name]:8.2f} images/s   {med * 1000:8.1f} ms/step")
+    ours_name, *others = list(ips)
+    for other in others:
+        print(f"  ratio {ours_name} / {other}: {ips[ours_name] / ips[other]:.2f}x")
 
 
 if __name__ == "__main__":

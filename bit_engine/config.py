@@ -30,6 +30,7 @@ class TrainConfig:
     device: str | None = None  # cpu, cuda, cuda:N; None: a GPU when one is usable, else the CPU
     seed: int = 0  # data order, augmentation, mixup and split all derive from it
     val_fraction: float = 0.2  # held out for validation when the folder has no split of its own
+    precision: str = "auto"  # auto: bf16 where the device has it natively, else fp32; or fp32, bf16, fp16
     micro_batch: int | None = None  # images per forward pass; None: sized to the device's memory
     workers: int | None = None  # DataLoader worker processes; None: chosen from the CPU count
     evaluations: int = 10  # evaluations over the run (plus one at the end)

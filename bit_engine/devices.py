@@ -128,13 +128,58 @@ def resolve_device(spec: str | None) -> torch.device:
     return device
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (Intel AMX or AVX512-BF16)."""
+    try:
+        if torch._C._cpu._init_amx():
+            return True
+    except (AttributeError, RuntimeError):
+        pass
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for `precision` on `device`; None means plain float32.
+
+    "auto" takes bfloat16 where the device computes it natively: GPUs that support it (fp16 with loss
+    scaling on older ones), and CPUs with AMX or AVX512-BF16, where it makes a training step about 1.6x
+    faster (bench/train_step.py). Weights, gradients, the loss and the optimizer stay in float32.
+
+    Raises:
+        DeviceError: a precision this device cannot run.
+    """
+    if precision not in PRECISIONS:
+        raise DeviceError(f"Unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}.")
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise DeviceError("fp16 needs a GPU; on the CPU use bf16 or fp32.")
+        return torch.float16
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
+
+
 def prepare_for_device(model: torch.nn.Module, device: torch.device):
     """Move `model` to `device` in the memory format its convolutions run fastest in there.
 
-    channels_last lets cuDNN use tensor cores and saves oneDNN a layout reorder per convolution on the CPU.
+    On CUDA channels_last lets cuDNN use tensor cores. On the CPU oneDNN gains nothing from it for these
+    models (bench/train_step.py, R50x1 at 128 px, one thread: 2% faster in float32, 5% slower in bf16), so
+    the default layout stays.
 
     Returns:
         (model, memory_format): inputs should be made `.contiguous(memory_format=memory_format)`.
     """
-    memory_format = torch.channels_last
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     return model.to(device=device, memory_format=memory_format), memory_format

@@ -22,20 +22,21 @@ def predict_dataset(
     on_batch: Callable[[int], None] | None = None,
     cancel=None,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Logits (N x C, float32, CPU) and labels for every sample, in order; None when cancelled."""
+    """Logits (N x C, float32, CPU) and labels for every sample, in order; None when cancelled.
+
+    Always in float32, whatever precision training used: the report then describes exactly what the
+    exported (float32) model does.
+    """
     was_training = model.training
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     logits, labels, done = [], [], 0
-    autocast = device.type == "cuda"
     try:
         for x, y, _ in loader:
             if cancel is not None and cancel.is_set():
                 return None
             x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                out = model(x)
-            logits.append(out.float().cpu())
+            logits.append(model(x).float().cpu())
             labels.append(y)
             done += len(y)
             if on_batch is not None:

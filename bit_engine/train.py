@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 
 from bit_engine import data, hyperrule
 from bit_engine.config import TrainConfig
-from bit_engine.devices import prepare_for_device, resolve_device
+from bit_engine.devices import autocast_dtype, prepare_for_device, resolve_device
 from bit_engine.errors import BitStudioError
 from bit_engine.evaluate import build_report, loss_and_top1, predict_dataset
 from bit_engine.models import create_model, get_spec
@@ -252,12 +252,6 @@ def auto_micro_batch(model_name: str, crop: int, global_batch: int, device: torc
         fit = int(_available_ram() * 0.4 / per_image)
         cap = 32
     return max(1, min(global_batch, cap, fit))
-
-
-def _autocast_dtype(device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -682,7 +676,7 @@ class _FullTrainer:
         self.load_batch = config.micro_batch or auto_micro_batch(config.model, plan.crop, per_rank, device)
         self.compute_batch = self.load_batch
         self._exchanging = False  # inside the backward pass that all-reduces (see `step`)
-        self.amp_dtype = _autocast_dtype(device)
+        self.amp_dtype = autocast_dtype(device, config.precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
     def ready(self, run) -> bool:
@@ -959,7 +953,8 @@ def estimate(
     mb = min(mb, 8 if device.type == "cpu" else mb)  # a timing, not a run: keep it short on a CPU
     x = torch.randn(mb, 3, plan.crop, plan.crop, device=device).contiguous(memory_format=memory_format)
     y = torch.zeros(mb, dtype=torch.long, device=device)
-    dtype = _autocast_dtype(device)
+    # Head features and evaluation run in float32 (see evaluate.predict_dataset); training steps may not.
+    dtype = None if head else autocast_dtype(device, config.precision)
 
     def micro_step() -> None:
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):

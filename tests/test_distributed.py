@@ -28,7 +28,15 @@ from bit_engine.runs import RunDir
 from bit_engine.train import Progress, fit, resume
 
 #: At least 10 optimizer steps; micro-batches of 4 divide each rank's share of 8 (see the mixup test).
-FAST = {"steps": 10, "batch": 16, "resolution": 32, "workers": 0, "evaluations": 2, "micro_batch": 4}
+FAST = {
+    "steps": 10,
+    "batch": 16,
+    "resolution": 32,
+    "workers": 0,
+    "evaluations": 2,
+    "micro_batch": 4,
+    "precision": "fp32",
+}
 
 #: Largest weight difference allowed between one process and two.
 TOLERANCE = 1e-5

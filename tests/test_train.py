@@ -13,7 +13,8 @@ from bit_engine.config import TrainConfig
 from bit_engine.runs import RunDir
 from bit_engine.train import SampleStream, estimate, fit, resume
 
-FAST = {"steps": 12, "batch": 16, "resolution": 32, "workers": 0, "evaluations": 3}
+# float32: several tests compare weights to 1e-6; bf16 autocast gets its own test.
+FAST = {"steps": 12, "batch": 16, "resolution": 32, "workers": 0, "evaluations": 3, "precision": "fp32"}
 
 
 def _config(folder, model, **kw):
@@ -185,3 +186,26 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_result(
     assert seen[0] == 12 and 3 in seen and max(seen[seen.index(3) :]) == 3  # 12 -> 6 -> 3, then stays at 3
     a, b = _weights(reference.run_dir), _weights(result.run_dir)
     assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) <= 1e-5
+
+
+def test_precision_auto_takes_bf16_only_where_the_cpu_has_it(monkeypatch):
+    from bit_engine import devices
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    assert devices.autocast_dtype(cpu, "auto") == torch.bfloat16
+    assert devices.autocast_dtype(cpu, "fp32") is None
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
+    assert devices.autocast_dtype(cpu, "auto") is None
+    with pytest.raises(devices.DeviceError, match="fp16 needs a GPU"):
+        devices.autocast_dtype(cpu, "fp16")
+
+
+def test_bf16_training_learns_and_reports_in_float32(color_folder, tiny_bit, tmp_path):
+    result = fit(_config(color_folder, tiny_bit, steps=15, precision="bf16"), out=tmp_path / "run")
+    assert result.val_top1 >= 0.8
+    # The report is computed in float32, so it is what the exported model will do.
+    from bit_engine.evaluate import evaluate_run
+
+    again = evaluate_run(result.run_dir)
+    assert again["loss"] == pytest.approx(result.report["loss"], abs=1e-6)

@@ -88,6 +88,12 @@ def _override_args(p) -> None:
     g.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when usable)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="training arithmetic (default auto: bf16 where the device has it natively, else fp32)",
+    )
+    g.add_argument(
         "--micro-batch", type=_at_least(1), help="images per forward pass (default: sized to memory)"
     )
 
@@ -137,6 +143,7 @@ def _config(args, strategy: str):
             device=args.device,
             seed=args.seed,
             micro_batch=args.micro_batch,
+            precision=args.precision,
         )
     except ValueError as exc:
         raise BitStudioError(str(exc)) from exc
@@ -481,6 +488,7 @@ def _demo(args) -> int:
         device=None,
         seed=0,
         micro_batch=None,
+        precision="auto",
     )
     _plan(args_plan)
     print("\n3. Train (head strategy: the pre-trained network stays frozen, a new head learns the classes)")
