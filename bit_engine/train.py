@@ -417,6 +417,14 @@ def resume(
     if not run.path.is_dir():
         raise TrainingError(f"{run.path} is not a run folder.")
     config = TrainConfig.from_dict(run.read_json("config.json"))
+    if run.exists("status.json") and run.exists("report.json") and run.exists("model.pt"):
+        status = run.read_json("status.json")
+        if status.get("state") == "done":
+            # Nothing left to do: say so instead of training or evaluating again.
+            report = run.read_json("report.json")
+            return RunResult(
+                run.path, "done", status["step"], status["total_steps"], report.get("accuracy"), report
+            )
     split = data.Split.from_dict(run.read_json("split.json"))
     missing = split.missing()
     if missing:

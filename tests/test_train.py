@@ -209,3 +209,11 @@ def test_bf16_training_learns_and_reports_in_float32(color_folder, tiny_bit, tmp
 
     again = evaluate_run(result.run_dir)
     assert again["loss"] == pytest.approx(result.report["loss"], abs=1e-6)
+
+
+def test_resuming_a_finished_run_changes_nothing(color_folder, tiny_bit, tmp_path):
+    done = fit(_config(color_folder, tiny_bit, strategy="head", steps=4), out=tmp_path / "run")
+    before = (done.run_dir / "model.pt").stat().st_mtime_ns
+    again = resume(done.run_dir)
+    assert (again.status, again.step, again.val_top1) == ("done", 4, done.val_top1)
+    assert (done.run_dir / "model.pt").stat().st_mtime_ns == before
