@@ -275,9 +275,7 @@ def _scan(config: TrainConfig, on_progress, cancel) -> data.DatasetReport:
     def relay(p: data.ScanProgress) -> None:
         _emit(
             on_progress,
-            Progress(
-                "scanning", p.files_done, p.files_total or 0, message=f"{p.stage} {p.current_path or ''}"
-            ),
+            Progress("scanning", p.files_done, p.files_total or 0, message=p.stage),
         )
 
     return data.scan(config.data_dir, on_progress=relay, cancel=cancel)
@@ -614,7 +612,8 @@ def _run(config, run, split, plan, pre, device, on_progress, cancel, dist, check
                 epoch=stream.epoch_at(step),
                 train_loss=loss,
                 lr=lr,
-                images_per_s=ips,
+                # The head strategy's steps run on cached features: an images/s figure would mean nothing.
+                images_per_s=None if config.strategy == "head" else ips,
                 elapsed=elapsed,
                 eta=remaining,
                 val_loss=val_loss,
@@ -847,7 +846,7 @@ class _HeadTrainer:
             feats.append(self.model.features(x).float().cpu())
             labels.append(y)
             done += len(y)
-            _emit(self.on_progress, Progress("features", offset + done, total, message="computing features"))
+            _emit(self.on_progress, Progress("features", offset + done, total))
         return torch.cat(feats), torch.cat(labels)
 
     def ready(self, run: RunDir) -> bool:

@@ -216,7 +216,11 @@ class _ProgressPrinter:
             self.bar.close()
         else:
             self.bar.update(
-                p.fraction, f"{p.phase} {p.done}/{p.total}" if p.total else p.phase, force=p.done == p.total
+                p.fraction,
+                f"{p.phase}{f' ({p.message})' if p.message else ''} {p.done}/{p.total}"
+                if p.total
+                else p.phase,
+                force=p.done == p.total,
             )
 
     def close(self) -> None:
