@@ -39,6 +39,7 @@ from bit_engine.evaluate import build_report, loss_and_top1, predict_dataset
 from bit_engine.models import create_model, get_spec
 from bit_engine.runs import RunDir
 from bit_engine.transforms import ImageDataset, Preprocessing, build_cache, should_cache
+from bit_engine.units import describe_duration
 
 CHECKPOINT_VERSION = 1
 
@@ -926,14 +927,6 @@ class Estimate:
         }
 
 
-def _format_duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} seconds"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} minutes"
-    return f"{seconds / 3600:.1f} hours"
-
-
 def estimate(
     config: TrainConfig,
     num_train: int | None = None,
@@ -987,5 +980,5 @@ def estimate(
         # Evaluation is forward-only (about a third of a training step per image), ~evaluations+1 times.
         seconds = per_image * (plan.total_steps * plan.batch + (config.evaluations + 1) * num_val / 3)
         how = f"{plan.total_steps:,} steps of {plan.batch} images at {plan.crop}x{plan.crop}"
-    text = f"About {_format_duration(seconds)} on {device.type.upper()} ({how})."
+    text = f"About {describe_duration(seconds)} on {device.type.upper()} ({how})."
     return Estimate(config.strategy, seconds, per_image, mb, str(device), text)

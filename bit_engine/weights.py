@@ -36,7 +36,6 @@ import torch
 from torch import nn
 
 from bit_engine import __version__, locations
-from bit_engine.cli.progress import format_bytes
 from bit_engine.errors import BitStudioError
 from bit_engine.fileio import atomic_open
 from bit_engine.models import (
@@ -49,6 +48,7 @@ from bit_engine.models import (
     load_bit_npz,
     npz_key_map,
 )
+from bit_engine.units import format_bytes
 
 #: Environment variable replacing the official base URL (a mirror, an offline site's server, tests).
 WEIGHTS_URL_ENV = "BIT_STUDIO_WEIGHTS_URL"
