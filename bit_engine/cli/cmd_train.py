@@ -281,26 +281,32 @@ def _print_mistakes(report, limit: int = 5) -> None:
 
 
 def _plan(args) -> int:
-    from bit_engine import data
-    from bit_engine.train import estimate, make_plan
-
     config = _config(args, args.strategy or "full")
     if config.device is not None:
         from bit_engine.devices import resolve_device
 
         resolve_device(config.device)  # fail before the scan, as `train` does
+    strategies = [args.strategy] if args.strategy else ["head", "full", "scratch"]
+    return _show_plan(config, [] if args.no_estimate else strategies, args.json)
+
+
+def _show_plan(config, strategies: list[str], as_json: bool) -> int:
+    """Scan, plan and time `config` for each of `strategies`; print it for people or as JSON."""
+    from bit_engine import data
+    from bit_engine.train import estimate, make_plan
+
     report = data.scan(config.data_dir)
-    if args.json:
+    if as_json:
         out = {"dataset": report.to_dict(include_samples=False)}
     else:
         _print_report(report, more="`bit-studio plan --json` lists them all")
     if not report.ok:
-        if args.json:
+        if as_json:
             print(json.dumps(out, indent=2))
         return 2
     split = data.split(report, val_fraction=config.val_fraction, seed=config.seed)
     plan = make_plan(config, len(split.train), report.median_size)
-    if args.json:
+    if as_json:
         out["plan"] = plan.to_dict()
         out["split"] = {"train": len(split.train), "val": len(split.val), "source": split.source}
     else:
@@ -310,21 +316,20 @@ def _plan(args) -> int:
             f"  split        {len(split.train)} training / {len(split.val)} validation images "
             f"({'from the folder' if split.source == 'disk' else 'held out at random, seeded'})"
         )
-    if not args.no_estimate:
+    if strategies:
         estimates = []
-        strategies = [args.strategy] if args.strategy else ["head", "full", "scratch"]
-        if not args.json:
+        if not as_json:
             print("\nTime estimates on this machine (a few timed steps):")
         for strategy in strategies:
             e = estimate(
                 config.replace(strategy=strategy), len(split.train), len(split.val), report.median_size
             )
             estimates.append(e.to_dict())
-            if not args.json:
+            if not as_json:
                 print(f"  {strategy:<8} {e.text}")
-        if args.json:
+        if as_json:
             out["estimates"] = estimates
-    if args.json:
+    if as_json:
         print(json.dumps(out, indent=2))
     return 0
 
@@ -477,24 +482,7 @@ def _demo(args) -> int:
     print()
     config = TrainConfig(data_dir=str(folder), model=model, strategy="head")
     print("2. Plan")
-    args_plan = argparse.Namespace(
-        data_dir=str(folder),
-        model=model,
-        strategy="head",
-        no_estimate=False,
-        json=False,
-        steps=None,
-        batch=None,
-        resolution=None,
-        mixup=None,
-        no_flip=False,
-        no_crop=False,
-        device=None,
-        seed=0,
-        micro_batch=None,
-        precision="auto",
-    )
-    _plan(args_plan)
+    _show_plan(config, ["head"], False)
     print("\n3. Train (head strategy: the pre-trained network stays frozen, a new head learns the classes)")
     printer = _ProgressPrinter(False)
     result = _run_cancellable(
