@@ -19,6 +19,7 @@ hours); `scratch` starts from random weights with the same schedule: the baselin
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -759,7 +760,11 @@ class _FullTrainer:
             x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
             y, y2 = y.to(self.device, non_blocking=True), y2.to(self.device, non_blocking=True)
             last = k == len(pieces) - 1
-            sync = self.model.no_sync() if (not last and hasattr(self.model, "no_sync")) else _nullcontext()
+            sync = (
+                self.model.no_sync()
+                if (not last and hasattr(self.model, "no_sync"))
+                else contextlib.nullcontext()
+            )
             with sync:
                 with torch.autocast(
                     self.device.type,
@@ -804,14 +809,6 @@ class _FullTrainer:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 self.compute_batch //= 2
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 class _HeadTrainer:
