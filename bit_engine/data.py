@@ -86,6 +86,7 @@ from typing import NamedTuple, Protocol
 
 from bit_engine import images
 from bit_engine.errors import BitStudioError
+from bit_engine.progress import OperationCancelled
 
 #: Photos smaller than this on either side are skipped: there is nothing left to learn from them.
 MIN_SIDE = 8
@@ -186,7 +187,7 @@ class ScanProgress:
     current_path: str  # relative to the root
 
 
-class ScanCancelled(BitStudioError):
+class ScanCancelled(OperationCancelled):
     """The scan was stopped through its `cancel` flag; nothing was changed."""
 
     def __init__(self, message: str = "The scan of the folder was cancelled."):

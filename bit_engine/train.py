@@ -38,6 +38,7 @@ from bit_engine.devices import autocast_dtype, prepare_for_device, resolve_devic
 from bit_engine.errors import BitStudioError
 from bit_engine.evaluate import build_report, loss_and_top1, predict_dataset
 from bit_engine.models import create_model, get_spec
+from bit_engine.progress import Progress, ProgressCallback
 from bit_engine.runs import RunDir
 from bit_engine.transforms import ImageDataset, Preprocessing, build_cache, should_cache
 from bit_engine.units import describe_duration
@@ -47,37 +48,6 @@ CHECKPOINT_VERSION = 1
 
 class TrainingError(BitStudioError):
     """Training cannot start or go on; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class Progress:
-    """One progress report. Phases: starting (data-parallel processes), scanning, downloading, caching,
-    features, training, evaluating, done.
-
-    `done`/`total` count the units of the current phase (files, bytes, images, steps).
-    """
-
-    phase: str
-    done: int = 0
-    total: int = 0
-    step: int = 0
-    total_steps: int = 0
-    epoch: float = 0.0
-    train_loss: float | None = None
-    lr: float | None = None
-    images_per_s: float | None = None
-    elapsed: float = 0.0
-    eta: float | None = None
-    val_loss: float | None = None
-    val_top1: float | None = None
-    message: str = ""
-
-    @property
-    def fraction(self) -> float:
-        return self.done / self.total if self.total else 0.0
-
-
-ProgressCallback = Callable[[Progress], None]
 
 
 @dataclass(frozen=True)

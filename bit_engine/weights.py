@@ -48,6 +48,7 @@ from bit_engine.models import (
     load_bit_npz,
     npz_key_map,
 )
+from bit_engine.progress import OperationCancelled
 from bit_engine.units import format_bytes
 
 #: Environment variable replacing the official base URL (a mirror, an offline site's server, tests).
@@ -95,7 +96,7 @@ class DownloadInterruptedError(WeightsError):
     """The connection dropped before the whole file arrived; the partial file is kept for resuming."""
 
 
-class DownloadCancelledError(WeightsError):
+class DownloadCancelledError(WeightsError, OperationCancelled):
     """The caller cancelled the download; the partial file is kept for resuming."""
 
 
