@@ -67,6 +67,9 @@ CUDA_BATCH = 128
 
 BACKENDS = ("auto", "onnxruntime", "eager")
 
+#: The cache keeps at most this many bytes of graphs; the least recently used go first.
+CACHE_BUDGET_BYTES = 2 * 1024**3
+
 
 def cache_dir() -> Path:
     """Where the cached backbone graphs live (safe to delete: they are rebuilt when needed)."""
@@ -251,11 +254,24 @@ def _export(folded: nn.Module, input_size: int, path: Path) -> None:
         )
 
 
+def _prune(keep: Path, budget: int = CACHE_BUDGET_BYTES) -> None:
+    """Delete the least recently used graphs beyond `budget` bytes (never `keep`, the one in use)."""
+    graphs = sorted(keep.parent.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    total = 0
+    for graph in graphs:
+        total += graph.stat().st_size
+        if total > budget and graph != keep:
+            for stale in (graph, graph.with_suffix(".json")):
+                with contextlib.suppress(FileNotFoundError):
+                    stale.unlink()
+
+
 def _load_cached(path: Path, record: Path, threads: int, model, input_size) -> _OrtBackbone | None:
     """The cached graph when it is intact and still computes the model's features; else None."""
     if not (path.is_file() and record.is_file()):
         return None
     try:
+        os.utime(path)  # recently used: the last to be pruned
         expected = json.loads(record.read_text(encoding="utf-8"))["file_digest"]
         if _file_digest(path) != expected:
             return None
@@ -285,8 +301,14 @@ def _build(model, input_size: int, path: Path, record: Path, threads: int) -> tu
         os.replace(tmp, path)
         atomic_write_json(
             record,
-            {"file_digest": digest, "input_size": int(input_size), "model": type(model).__name__, "diff": diff},
+            {
+                "file_digest": digest,
+                "input_size": int(input_size),
+                "model": type(model).__name__,
+                "diff": diff,
+            },
         )
+        _prune(path)
         return backbone, diff
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -350,4 +372,6 @@ def freeze(
         return _eager(model, device, f"eager PyTorch with WS folded (the ONNX path failed: {exc})", started)
     reason = f"onnxruntime on the WS-folded backbone ({how})"
     elapsed = time.perf_counter() - started
-    return FrozenModel(model, backbone, "onnxruntime", device, torch.contiguous_format, CPU_BATCH, reason, elapsed)
+    return FrozenModel(
+        model, backbone, "onnxruntime", device, torch.contiguous_format, CPU_BATCH, reason, elapsed
+    )

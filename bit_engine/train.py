@@ -37,6 +37,7 @@ from bit_engine.config import TrainConfig
 from bit_engine.devices import autocast_dtype, prepare_for_device, resolve_device
 from bit_engine.errors import BitStudioError
 from bit_engine.evaluate import build_report, loss_and_top1, predict_dataset
+from bit_engine.frozen import FrozenModel, freeze
 from bit_engine.models import create_model, get_spec
 from bit_engine.progress import Progress, ProgressCallback
 from bit_engine.runs import RunDir
@@ -270,6 +271,7 @@ def make_plan(config: TrainConfig, num_train: int, median_size) -> hyperrule.Hyp
             mixup=config.mixup,
             flip=config.flip,
             random_crop=config.random_crop,
+            strategy=config.strategy,
         )
     except ValueError as exc:  # the rule's range checks speak to the user, but as ValueErrors
         raise TrainingError(str(exc)) from exc
@@ -797,6 +799,7 @@ class _HeadTrainer:
         self.features: torch.Tensor | None = None
         self.labels: torch.Tensor | None = None
         self.val_features: torch.Tensor | None = None
+        self.frozen: FrozenModel | None = None
 
     @torch.no_grad()
     def _extract(self, dataset, offset: int, total: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -804,14 +807,16 @@ class _HeadTrainer:
         eval_view = ImageDataset(dataset.paths, dataset.labels, dataset.pre, train=False, cache=None)
         if dataset.cache is not None and dataset.size == dataset.pre.crop:
             eval_view.cache = dataset.cache
-        loader = DataLoader(eval_view, batch_size=16, num_workers=self.workers)
+        if self.frozen is None:
+            # The fastest path that computes float32 eager's features (onnxruntime on the CPU, see frozen.py).
+            self.frozen = freeze(self.model, self.device, dataset.pre.crop)
+        loader = DataLoader(eval_view, batch_size=self.frozen.batch_size, num_workers=self.workers)
         self.model.eval()
         feats, labels, done = [], [], 0
         for x, y, _ in loader:
             if self.cancel.is_set():
                 return None
-            x = x.to(self.device).contiguous(memory_format=self.memory_format)
-            feats.append(self.model.features(x).float().cpu())
+            feats.append(self.frozen.features(x))
             labels.append(y)
             done += len(y)
             _emit(self.on_progress, Progress("features", offset + done, total))
@@ -913,6 +918,8 @@ def estimate(
     num_val = num_val or 0
     device = resolve_device(config.device)
     plan = make_plan(config, num_train, median_size)
+    if config.strategy == "head":
+        return _estimate_head(config, plan, device, num_train, num_val)
     model = create_model(config.model, num_classes=2, zero_head=False)
     model, memory_format = prepare_for_device(model, device)
     head = config.strategy == "head"
@@ -947,5 +954,80 @@ def estimate(
         # Evaluation is forward-only (about a third of a training step per image), ~evaluations+1 times.
         seconds = per_image * (plan.total_steps * plan.batch + (config.evaluations + 1) * num_val / 3)
         how = f"{plan.total_steps:,} steps of {plan.batch} images at {plan.crop}x{plan.crop}"
+    text = f"About {describe_duration(seconds)} on {device.type.upper()} ({how})."
+    return Estimate(config.strategy, seconds, per_image, mb, str(device), text)
+
+
+def _sample_images(folder: str, limit: int) -> list[str]:
+    """Up to `limit` image files under `folder` (the first found: no scan, no sort of a large folder)."""
+    from bit_engine.images import is_image_name
+
+    found: list[str] = []
+    for root, _, names in os.walk(folder):
+        found += [os.path.join(root, n) for n in names if is_image_name(n)][: limit - len(found)]
+        if len(found) >= limit:
+            break
+    return found
+
+
+def _estimate_head(config: TrainConfig, plan, device: torch.device, num_train: int, num_val: int) -> Estimate:
+    """The head strategy's time: preparing the frozen backbone, one feature pass, the head steps, the saves.
+
+    With the pre-trained weights already on disk, the backbone is prepared exactly as the run will (on the
+    CPU that builds the cached onnxruntime graph now, and the run then finds it); otherwise random weights of
+    the same shape are timed and the graph's build time is counted in. Decoding is timed on a few of the
+    folder's own photos: for small inputs it costs as much as the forward pass.
+    """
+    from bit_engine import frozen, weights
+    from bit_engine.transforms import decode_resized
+
+    model = create_model(config.model, num_classes=2, zero_head=False)
+    prepared_now = False
+    t = time.perf_counter()
+    with contextlib.suppress(Exception):  # missing weights: time random ones of the same shape
+        weights.load_pretrained(model, config.model, download_if_missing=False)
+        prepared_now = True
+    load = time.perf_counter() - t if prepared_now else 0.0
+    runner = frozen.freeze(model, device, plan.crop, cache=prepared_now)
+    # The run pays the cache lookup when the graph was built here, the build itself otherwise.
+    prepare = frozen.freeze(model, device, plan.crop).seconds_to_prepare if prepared_now else 0.0
+    prepare += runner.seconds_to_prepare if not prepared_now else 0.0
+    mb = runner.batch_size
+    x = torch.randn(mb, 3, plan.crop, plan.crop).clamp_(-2.5, 2.5)
+    runner.features(x)  # warm-up: allocator, kernel selection
+    t = time.perf_counter()
+    feats = runner.features(x)
+    forward = (time.perf_counter() - t) / mb
+    paths = _sample_images(config.data_dir, 6)
+    decode = 0.0
+    if paths:
+        t = time.perf_counter()
+        for p in paths:
+            with contextlib.suppress(Exception):
+                decode_resized(p, plan.crop)
+        decode = (time.perf_counter() - t) / len(paths)
+    # Head steps: the real computation on features of the real width.
+    head = model.head_parameters()
+    opt = torch.optim.SGD(head, lr=0.0, momentum=0.9)
+    f = feats[torch.randint(0, mb, (plan.batch,))]
+    y = torch.zeros(plan.batch, dtype=torch.long)
+    t = time.perf_counter()
+    for _ in range(3):
+        F.cross_entropy(model.classify(f), y).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    head_step = (time.perf_counter() - t) / 3
+    # A checkpoint (the whole model) at each evaluation and at the end, and the final model.
+    import io
+
+    t = time.perf_counter()
+    torch.save(model.state_dict(), io.BytesIO())
+    save = time.perf_counter() - t
+    images = num_train + num_val
+    per_image = forward + decode
+    seconds = (
+        load + prepare + images * per_image + plan.total_steps * head_step + (config.evaluations + 2) * save
+    )
+    how = f"computing features of {images:,} images once, then {plan.total_steps} quick head steps"
     text = f"About {describe_duration(seconds)} on {device.type.upper()} ({how})."
     return Estimate(config.strategy, seconds, per_image, mb, str(device), text)
