@@ -92,17 +92,19 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=50)
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 224, 384])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--sets", nargs="+", default=["digits", "shapes 64px", "shapes 500x375"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     spec = get_spec(args.model)
     model = create_model(args.model, num_classes=2, zero_head=False)
     weights.load_pretrained(model, args.model, download_if_missing=False)
     model.eval()
-    sets = {
-        "digits": digits(args.per_class),
-        "shapes 64px": shapes(args.per_class, (64, 64), seed=1),
-        "shapes 500x375": shapes(args.per_class, (500, 375), seed=2),
+    makers = {
+        "digits": lambda: digits(args.per_class),
+        "shapes 64px": lambda: shapes(args.per_class, (64, 64), seed=1),
+        "shapes 500x375": lambda: shapes(args.per_class, (500, 375), seed=2),
     }
+    sets = {name: makers[name]() for name in args.sets}
     print(f"{args.model}, frozen features, 5-fold logistic regression, {args.threads} threads")
     print(
         f"  {'data':16s} {'images':>6s} "
@@ -118,7 +120,7 @@ def main() -> None:
             secs.append(time.perf_counter() - t)
             accs.append(cv_accuracy(feats, labels))
         row = " ".join(f"{a:10.3f}" for a in accs)
-        print(f"  {name:16s} {len(labels):6d} {row}   " + " / ".join(f"{s:.1f}" for s in secs))
+        print(f"  {name:16s} {len(labels):6d} {row}   " + " / ".join(f"{s:.1f}" for s in secs), flush=True)
 
 
 if __name__ == "__main__":

@@ -227,7 +227,7 @@ def plan(
         raise ValueError("The training set is empty: the HyperRule needs at least one image.")
     sched = schedule(num_images)
     alpha = mixup_alpha(num_images)
-    _, rule_crop = resolution(median_size, model)
+    rule_resize, rule_crop = resolution(median_size, model)
     resize, crop_rule = strategy_resolution(median_size, model, strategy)
     n, (w, h) = f"{num_images:,} images", median_size
     tier = (
@@ -297,14 +297,12 @@ def plan(
     if crop is not None and crop != crop_rule:
         if crop < 8:
             raise ValueError(f"Resolution must be at least 8 pixels, got {crop}.")
-        crop_final, resize = crop, round(crop * resize / crop_rule)
-        record(
-            "resolution",
-            crop_rule,
-            crop,
-            f"Resolution {crop} instead of {crop_rule}: "
-            + ("faster, usually less accurate." if crop < crop_rule else "slower, more memory."),
-        )
+        crop_final, resize = crop, round(crop * rule_resize / rule_crop)
+        if strategy == "head" and crop == rule_crop:
+            why = "the HyperRule's value for fine-tuning the whole network; a frozen backbone gains little from it."
+        else:
+            why = "faster, usually less accurate." if crop < crop_rule else "slower, more memory."
+        record("resolution", crop_rule, crop, f"Resolution {crop} instead of {crop_rule}: {why}")
         reasons["resolution"] = f"Resolution {crop} (you chose it): resize to {resize}x{resize}, crop {crop}."
     if mixup is not None and mixup != alpha:
         if mixup < 0:
