@@ -1,0 +1,1 @@
+"""One module per workflow step: Data, Plan, Train, Evaluate, Predict."""

@@ -1,0 +1,1 @@
+"""Reusable widgets of BiT Studio's pages (each in a module of its own)."""
