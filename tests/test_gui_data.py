@@ -64,8 +64,8 @@ def test_open_a_folder_through_the_dialog_shows_classes_counts_and_thumbnails(
     assert window.state.report is not None and window.state.report.classes == ("blue", "green", "red")
     # Example thumbnails are decoded in the background and end up in the cache.
     paths = page.class_model.rows()[0].examples
-    qtbot.waitUntil(lambda: all(page.thumbnails.get(p) is not None for p in paths), timeout=20_000)
-    assert page.thumbnails.get(paths[0]).width() <= 64
+    qtbot.waitUntil(lambda: all(page.class_model.thumbnail(p) is not None for p in paths), timeout=20_000)
+    assert page.class_model.thumbnail(paths[0]).width() <= 64
     assert str(color_folder) in settings.load().recent_folders
     assert _snapshot(color_folder) == before  # nothing written into the user's folder
     qtbot.mouseClick(window.findChild(QPushButton, "continueToPlanButton"), Qt.MouseButton.LeftButton)

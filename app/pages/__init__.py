@@ -1,1 +1,1 @@
-"""One module per workflow step: Data, Plan, Train, Evaluate, Predict."""
+"""The pages of the main window step stack."""

@@ -34,8 +34,14 @@ from PySide6.QtWidgets import (
 
 from app import settings
 from app.state import AppState
-from app.widgets.class_table import EXAMPLES_PER_CLASS, ClassRow, ClassTableModel, ThumbnailStripDelegate
-from app.widgets.thumbnails import ThumbnailCache
+from app.widgets.class_table import (
+    EXAMPLES_PER_CLASS,
+    THUMB_SIZE,
+    ClassRow,
+    ClassTableModel,
+    ThumbnailStripDelegate,
+)
+from app.widgets.thumbnails import ThumbnailLoader
 from app.workers import Worker, user_message
 
 #: Skipped files listed one by one at most; the rest are counted (a list of 100,000 lines helps nobody).
@@ -78,7 +84,8 @@ class DataPage(QWidget):
         self._scan: Worker | None = None
         self._sample: Worker | None = None
         self._old_workers: list[Worker] = []  # cancelled, maybe still finishing: waited for at shutdown
-        self.thumbnails = ThumbnailCache(self)
+        # One decoding thread: the scan and the GUI share two cores with it.
+        self.thumbnails = ThumbnailLoader(size=THUMB_SIZE, threads=1, parent=self)
         self.views = QStackedWidget()
         self.views.addWidget(self._build_welcome())
         self.views.addWidget(self._build_scanning())
@@ -248,12 +255,12 @@ class DataPage(QWidget):
         self.class_table = _named(QTableView(), "classTable", "Classes")
         self.class_table.setModel(self.class_model)
         self.class_table.setItemDelegateForColumn(
-            ClassTableModel.EXAMPLES, ThumbnailStripDelegate(self.thumbnails, self.class_table)
+            ClassTableModel.EXAMPLES, ThumbnailStripDelegate(self.class_model, self.class_table)
         )
         self.class_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.class_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.class_table.verticalHeader().setVisible(False)
-        self.class_table.verticalHeader().setDefaultSectionSize(self.thumbnails.size + 10)
+        self.class_table.verticalHeader().setDefaultSectionSize(THUMB_SIZE + 10)
         self.class_table.setAlternatingRowColors(True)
         self.class_table.setWordWrap(False)
         hh = self.class_table.horizontalHeader()
@@ -366,7 +373,7 @@ class DataPage(QWidget):
             old.blockSignals(True)
             self._old_workers.append(old)
             self._scan = None
-        self.thumbnails.clear_queue()
+        self.thumbnails.clear()
         settings.add_recent_folder(folder)
         self._refresh_recent()
         self.state.set_folder(folder)

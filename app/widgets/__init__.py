@@ -1,1 +1,1 @@
-"""Reusable widgets of BiT Studio's pages (each in a module of its own)."""
+"""Reusable widgets of the GUI."""

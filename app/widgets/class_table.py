@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QRect, QSize, Qt
-from PySide6.QtGui import QColor, QPixmap
+from PySide6.QtGui import QColor, QImage, QPixmap
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
-from app.widgets.thumbnails import ThumbnailCache
+from app.widgets.thumbnails import ThumbnailLoader
 
 #: Example photos shown per class.
 EXAMPLES_PER_CLASS = 8
+
+#: Side of an example thumbnail, in pixels.
+THUMB_SIZE = 64
 
 #: Role of the Examples column: the list of photo paths to draw.
 PATHS_ROLE = Qt.ItemDataRole.UserRole + 10
@@ -34,13 +37,23 @@ class ClassTableModel(QAbstractTableModel):
     HEADERS = ("Class", "Training photos", "Validation photos", "Examples")
     CLASS, TRAIN, VAL, EXAMPLES = range(4)
 
-    def __init__(self, cache: ThumbnailCache, parent=None):
+    def __init__(self, loader: ThumbnailLoader, parent=None):
         super().__init__(parent)
         self._rows: list[ClassRow] = []
         self._row_of: dict[str, int] = {}
         self._val_planned = False
-        self._cache = cache
-        cache.ready.connect(self._on_thumbnail_ready)
+        self.loader = loader
+        self._images: dict[str, QImage | None] = {}  # None: the photo could not be decoded
+        loader.loaded.connect(self._on_thumbnail_loaded)
+        loader.failed.connect(self._on_thumbnail_failed)
+
+    def thumbnail(self, path: str) -> QImage | None:
+        """The decoded thumbnail of `path`, or None while it is not (or cannot be) decoded."""
+        return self._images.get(path)
+
+    def has_thumbnail(self, path: str) -> bool:
+        """Whether `path` was decoded or failed (so there is nothing left to wait for)."""
+        return path in self._images
 
     def set_rows(self, rows: list[ClassRow], val_planned: bool) -> None:
         """Show these classes; `val_planned` marks validation counts as a plan (no split on disk)."""
@@ -89,7 +102,15 @@ class ClassTableModel(QAbstractTableModel):
             return row.examples
         return None
 
-    def _on_thumbnail_ready(self, path: str) -> None:
+    def _on_thumbnail_loaded(self, path: str, image: QImage) -> None:
+        self._images[path] = image
+        self._changed(path)
+
+    def _on_thumbnail_failed(self, path: str, _why: str) -> None:
+        self._images[path] = None
+        self._changed(path)
+
+    def _changed(self, path: str) -> None:
         row = self._row_of.get(path)
         if row is not None:
             index = self.index(row, self.EXAMPLES)
@@ -99,14 +120,14 @@ class ClassTableModel(QAbstractTableModel):
 class ThumbnailStripDelegate(QStyledItemDelegate):
     """Draws a cell's photo paths (PATHS_ROLE) as a row of thumbnails; asks the cache for missing ones."""
 
-    def __init__(self, cache: ThumbnailCache, parent: QWidget | None = None):
+    def __init__(self, model: ClassTableModel, parent: QWidget | None = None):
         super().__init__(parent)
-        self._cache = cache
+        self._model = model
         self._pixmaps: dict[str, QPixmap] = {}
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
         n = len(index.data(PATHS_ROLE) or ())
-        side = self._cache.size
+        side = THUMB_SIZE
         return QSize(n * (side + _GAP) + _GAP, side + 2 * _GAP)
 
     def paint(self, painter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
@@ -116,10 +137,10 @@ class ThumbnailStripDelegate(QStyledItemDelegate):
         if style is not None:
             style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, opt.widget)
         paths = index.data(PATHS_ROLE) or ()
-        missing = [p for p in paths if not self._cache.has(p)]
-        if missing:
-            self._cache.request(missing)
-        side = self._cache.size
+        for p in paths:
+            if not self._model.has_thumbnail(p):
+                self._model.loader.request(p)  # asked once; the loader ignores repeats
+        side = THUMB_SIZE
         x = opt.rect.left() + _GAP
         top = opt.rect.top() + (opt.rect.height() - side) // 2
         painter.save()
@@ -142,7 +163,7 @@ class ThumbnailStripDelegate(QStyledItemDelegate):
     def _pixmap(self, path: str) -> QPixmap | None:
         pixmap = self._pixmaps.get(path)
         if pixmap is None:
-            image = self._cache.get(path)
+            image = self._model.thumbnail(path)
             if image is None:
                 return None
             pixmap = self._pixmaps[path] = QPixmap.fromImage(image)

@@ -1,124 +1,98 @@
-"""Small previews of photos, decoded in the background and kept in memory.
+"""Thumbnails decoded off the GUI thread, through the engine's decoder (EXIF orientation, odd formats).
 
-Decoding a 12-megapixel JPEG takes long enough to stutter a window, so the GUI thread never does it: a
-Worker opens each photo with Pillow's `draft` (the JPEG decoder then reads a reduced scale directly, several
-times faster) and `thumbnail`, and hands back raw RGB bytes. Requests are served one batch at a time, in the
-order asked for, so the rows on screen first fill first; a batch that is no longer wanted is dropped.
+Decoding a camera JPEG takes tens of milliseconds; a gallery of a few hundred would freeze the window for
+seconds. A `ThumbnailLoader` decodes on a small thread pool of its own and hands back `QImage`s (which, unlike
+`QPixmap`s, may be made outside the GUI thread) by a queued signal.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable
+import os
+import threading
 
-from PySide6.QtCore import QObject, Signal
+from PIL import Image
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 from PySide6.QtGui import QImage
 
-from app.workers import Worker
-
-#: Side of the square a thumbnail fits in, in pixels.
-THUMB_SIZE = 64
-
-#: Photos decoded per background job: small enough that a new request does not wait long.
-_BATCH = 8
+from bit_engine.errors import BitStudioError
+from bit_engine.images import open_rgb
 
 
-def decode_thumbnail(path: str, size: int = THUMB_SIZE) -> tuple[int, int, bytes] | None:
-    """(width, height, RGB bytes) of a thumbnail of `path` fitting `size`x`size`; None if it cannot be read."""
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as img:
-            img.draft("RGB", (size * 2, size * 2))  # JPEG: decode at a reduced scale, a no-op for others
-            img = ImageOps.exif_transpose(img)
-            img.thumbnail((size, size))
-            rgb = img.convert("RGB")
-            return rgb.width, rgb.height, rgb.tobytes()
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
+def pil_to_qimage(image: Image.Image) -> QImage:
+    """An RGB PIL image as a QImage that owns its pixels (safe to keep after `image` is gone)."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    data = rgb.tobytes()
+    qimage = QImage(data, rgb.width, rgb.height, 3 * rgb.width, QImage.Format.Format_RGB888)
+    return qimage.copy()  # detach from `data`, which Python frees
 
 
-class ThumbnailCache(QObject):
-    """Thumbnails by file path, decoded on request in the background.
+def decode_thumbnail(path: str | os.PathLike, size: int) -> QImage:
+    """The photo at `path` shrunk to fit `size` x `size` (aspect ratio kept), upright.
+
+    Raises:
+        ImageError: the file is not a readable image.
+    """
+    image = open_rgb(path, draft_size=(size, size))
+    image.thumbnail((size, size), Image.Resampling.BILINEAR)
+    return pil_to_qimage(image)
+
+
+class _Job(QRunnable):
+    def __init__(self, loader: ThumbnailLoader, path: str, size: int):
+        super().__init__()
+        self._loader, self._path, self._size = loader, path, size
+
+    def run(self) -> None:
+        if self._loader._closed.is_set():
+            return
+        try:
+            image = decode_thumbnail(self._path, self._size)
+        except BitStudioError as exc:
+            self._loader.failed.emit(self._path, str(exc))
+            return
+        except Exception as exc:  # a decoder bug must not kill the pool thread; the tile says so instead
+            self._loader.failed.emit(self._path, f"{type(exc).__name__}: {exc}")
+            return
+        self._loader.loaded.emit(self._path, image)
+
+
+class ThumbnailLoader(QObject):
+    """Decodes thumbnails on its own thread pool; each path is asked for at most once until `clear`.
+
+    Args:
+        size: the longest side of a thumbnail, in pixels.
+        threads: decoding threads (small: the GUI and onnxruntime share the same cores).
 
     Signals:
-        ready(str): the thumbnail of this path is now in the cache (or could not be made: `get` stays None).
+        loaded(str, QImage): the thumbnail of a path.
+        failed(str, str): a path that could not be decoded, and why.
     """
 
-    ready = Signal(str)
+    loaded = Signal(str, QImage)
+    failed = Signal(str, str)
 
-    def __init__(self, parent: QObject | None = None, size: int = THUMB_SIZE):
+    def __init__(self, size: int = 128, threads: int = 2, parent: QObject | None = None):
         super().__init__(parent)
         self.size = size
-        self._images: dict[str, QImage | None] = {}
-        self._queue: deque[str] = deque()
-        self._queued: set[str] = set()
-        self._worker: Worker | None = None
-        self._stopped = False
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(max(1, threads))
+        self._requested: set[str] = set()
+        self._closed = threading.Event()
 
-    def get(self, path: str) -> QImage | None:
-        """The thumbnail of `path` if it is decoded; None otherwise (request it first)."""
-        return self._images.get(path)
-
-    def has(self, path: str) -> bool:
-        return path in self._images
-
-    def request(self, paths: Iterable[str]) -> None:
-        """Decode these paths (those not cached or queued yet), after what was already asked for."""
-        for path in paths:
-            if path not in self._images and path not in self._queued:
-                self._queue.append(path)
-                self._queued.add(path)
-        self._next()
-
-    def clear_queue(self) -> None:
-        """Forget what was requested and not yet started (a new folder was opened)."""
-        self._queue.clear()
-        self._queued.clear()
-
-    def pending(self) -> int:
-        return len(self._queue) + (1 if self._worker is not None else 0)
-
-    def shutdown(self) -> None:
-        """Stop decoding and wait for the batch in progress."""
-        self._stopped = True
-        self.clear_queue()
-        if self._worker is not None:
-            self._worker.cancel()
-            self._worker.wait()
-
-    def _next(self) -> None:
-        if self._worker is not None or not self._queue or self._stopped:
+    def request(self, path: str) -> None:
+        """Decode `path` unless it was asked for already."""
+        if path in self._requested or self._closed.is_set():
             return
-        batch = [self._queue.popleft() for _ in range(min(_BATCH, len(self._queue)))]
-        size = self.size
+        self._requested.add(path)
+        self._pool.start(_Job(self, path, self.size))
 
-        def decode(on_progress, cancel):
-            out = []
-            for path in batch:
-                if cancel.is_set():
-                    break
-                out.append((path, decode_thumbnail(path, size)))
-            return out
+    def clear(self) -> None:
+        """Forget pending requests (queued jobs are dropped; running ones finish)."""
+        self._pool.clear()
+        self._requested.clear()
 
-        self._worker = Worker(decode, self, name="thumbnails")
-        self._worker.succeeded.connect(self._on_decoded)
-        self._worker.done.connect(self._on_batch_done)
-        self._worker.start()
-
-    def _on_decoded(self, results: list) -> None:
-        for path, decoded in results:
-            self._queued.discard(path)
-            if decoded is None:
-                self._images[path] = None
-            else:
-                w, h, data = decoded
-                # copy(): the QImage must own its pixels, not borrow the Python bytes object.
-                self._images[path] = QImage(data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
-            self.ready.emit(path)
-
-    def _on_batch_done(self) -> None:
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.deleteLater()
-        self._next()
+    def shutdown(self, ms: int = 10000) -> bool:
+        """Stop taking requests and wait for the running decodes; True when all ended in time."""
+        self._closed.set()
+        self._pool.clear()
+        return self._pool.waitForDone(ms)
