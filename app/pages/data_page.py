@@ -456,21 +456,21 @@ class DataPage(QWidget):
         summary = " · ".join(parts)
         note = getattr(report, "layout_note", "")
         if note:
-            summary += f"<br>{html.escape(note)}"
+            summary += f"<br>{html.escape(note, quote=False)}"
         self.summary.setText(summary)
 
         self.split_label.setText(self._split_text(report, split))
         self.split_label.setVisible(report.ok)
 
         if report.errors:
-            items = "".join(f"<li>{html.escape(e)}</li>" for e in report.errors)
+            items = "".join(f"<li>{html.escape(e, quote=False)}</li>" for e in report.errors)
             self.errors_label.setText(
                 f"<b>Training cannot start with this folder yet.</b><ul>{items}</ul>"
                 "Fix the folder, then press <b>Rescan</b>. (BiT Studio never changes it for you.)"
             )
         self.errors_label.setVisible(bool(report.errors))
         if report.warnings:
-            items = "".join(f"<li>{html.escape(w)}</li>" for w in report.warnings)
+            items = "".join(f"<li>{html.escape(w, quote=False)}</li>" for w in report.warnings)
             self.warnings_label.setText(f"<b>Worth knowing before you train</b><ul>{items}</ul>")
         self.warnings_label.setVisible(bool(report.warnings))
 
@@ -483,9 +483,9 @@ class DataPage(QWidget):
     def _split_text(report, split) -> str:
         if report.split_dirs:
             train_dir, *val_dirs = report.split_dirs
-            vals = " and ".join(f"<b>{html.escape(v)}/</b>" for v in val_dirs)
+            vals = " and ".join(f"<b>{html.escape(v, quote=False)}/</b>" for v in val_dirs)
             return (
-                f"Uses the folder's own split: <b>{html.escape(train_dir)}/</b> ({len(report.train):,} photos) "
+                f"Uses the folder's own split: <b>{html.escape(train_dir, quote=False)}/</b> ({len(report.train):,} photos) "
                 f"to train, {vals} ({len(report.val):,} photos) to check the model."
             )
         if split is None:
