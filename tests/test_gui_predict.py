@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from gui_runs import shared_exported_run
 from PIL import Image
-from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
+from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
@@ -59,7 +59,7 @@ def drop(widget, paths) -> bool:
     mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
     centre = widget.rect().center()
     enter = QDragEnterEvent(
-        QPoint(centre),
+        QPointF(centre),
         Qt.DropAction.CopyAction,
         mime,
         Qt.MouseButton.LeftButton,
@@ -245,7 +245,7 @@ def test_drag_of_something_that_is_not_a_file_is_not_accepted(qtbot, page):
     mime = QMimeData()
     mime.setText("just text")
     enter = QDragEnterEvent(
-        QPoint(5, 5),
+        QPointF(5, 5),
         Qt.DropAction.CopyAction,
         mime,
         Qt.MouseButton.LeftButton,

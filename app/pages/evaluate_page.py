@@ -511,9 +511,29 @@ class EvaluatePage(QWidget):
         self.accuracy_label.setToolTip(details[0])
         self.folder_button.setEnabled(True)
         self.validation_button.setVisible(not evaluation.is_validation and self.validation is not None)
-        self.cell_label.setText("Click a cell of the matrix to see its images.")
         self.matrix.zoom_to_fit()
+        worst = self._worst_cell(report)
+        if worst is None:
+            self.cell_label.setText(
+                "No mistakes: every image was classified correctly. Click a cell of the matrix to see its images."
+            )
+        else:
+            self.show_cell(*worst)  # the most frequent confusion: what a person looks for first
         self.evaluationShown.emit(evaluation)
+
+    @staticmethod
+    def _worst_cell(report: dict) -> tuple[int, int] | None:
+        confusion = report["confusion"]
+        cells = [
+            (count, t, p)
+            for t, row in enumerate(confusion)
+            for p, count in enumerate(row)
+            if t != p and count
+        ]
+        if not cells:
+            return None
+        _, t, p = max(cells, key=lambda c: (c[0], -c[1], -c[2]))
+        return t, p
 
     def showEvent(self, event) -> None:
         super().showEvent(event)

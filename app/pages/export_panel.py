@@ -133,7 +133,7 @@ class ExportPanel(QGroupBox):
         busy = self.is_busy()
         self.export_button.setEnabled(run_dir is not None and not busy)
         if not busy:
-            self.status.setText("" if run_dir else "Train a model (or pick a finished run) to export it.")
+            self._set_status("" if run_dir else "Train a model (or pick a finished run) to export it.")
 
     def is_busy(self) -> bool:
         return self._worker is not None
@@ -160,13 +160,17 @@ class ExportPanel(QGroupBox):
         self.int8_box.setEnabled(False)
         self.progress.show()
         what = "an int8 copy too, " if self.int8_box.isChecked() else ""
-        self.status.setText(f"Exporting to {_escape(out_path)} and checking it, {what}in the background…")
+        self._set_status(f"Exporting to {_escape(out_path)} and checking it, {what}in the background…")
         worker.start()
 
     def shutdown(self) -> None:
         # The export has no cancel point; waiting lets its temporary folder be cleaned up.
         if self._worker is not None:
             self._worker.wait(120_000)
+
+    def _set_status(self, text: str) -> None:
+        self.status.setText(text)
+        self.status.setVisible(bool(text))
 
     def _on_export_clicked(self) -> None:
         path, _ = QFileDialog.getSaveFileName(
@@ -182,7 +186,7 @@ class ExportPanel(QGroupBox):
 
     def _on_succeeded(self, record) -> None:
         self.result = record
-        self.status.setText(describe_export(record))
+        self._set_status(describe_export(record))
         self.state.set_exported(record.export.path)
         self.exported.emit(record.export.path)
 
@@ -198,7 +202,7 @@ class ExportPanel(QGroupBox):
             text = f"<b>The export failed its check:</b> {_escape(str(exc))}{kept}"
         else:
             text = f"<b>The export failed:</b> {_escape(user_message(exc))}{kept}"
-        self.status.setText(text)
+        self._set_status(text)
 
     def _on_done(self) -> None:
         worker, self._worker = self._worker, None

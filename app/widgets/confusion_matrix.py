@@ -286,6 +286,9 @@ class ConfusionMatrixView(QTableView):
         self.setGridStyle(Qt.PenStyle.SolidLine)
         self.setWordWrap(False)
         self.setCornerButtonEnabled(False)
+        self.setStyleSheet(
+            "QTableView QTableCornerButton::section { background: palette(base); border: none; }"
+        )
         self.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.clicked.connect(self._on_clicked)
@@ -303,6 +306,8 @@ class ConfusionMatrixView(QTableView):
             header.update_extent()
         # Grid lines on cells a few pixels wide would be all one sees.
         self.setShowGrid(self._cell >= 8)
+        # The viewport's margins follow the headers' size hints only when the view recomputes them.
+        self.updateGeometries()
 
     def zoom_in(self) -> None:
         self.set_cell_size(max(self._cell + 1, round(self._cell * 1.25)))
