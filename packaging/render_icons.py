@@ -154,7 +154,9 @@ def _pixel_size(entry: tuple) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="compare the committed files with a fresh render")
+    parser.add_argument(
+        "--check", action="store_true", help="compare the committed files with a fresh render"
+    )
     args = parser.parse_args(argv)
     if args.check:
         problems = stale_files()
