@@ -5,9 +5,11 @@ method that returns ``void`` (``QPainter.save``, ``QLabel.setText``, ``QWidget.u
 ``None`` immortal, so the lost references do not matter there; on Python 3.11 ``None``'s count reaches zero
 after a few thousand such calls and the interpreter aborts with "Fatal Python error: none_dealloc". Measured
 here: 100 ``QPainter.save()`` calls lower ``sys.getrefcount(None)`` by 100 with PySide6 6.12.0 and leave it
-unchanged with 6.11.3; a 50 x 50 table painted by a Python delegate crashes on its first paint.
+unchanged with 6.11.3; a 50 x 50 table painted by a Python delegate crashes on its first paint. Every
+``Signal.emit()`` drops a reference to ``True`` the same way (100 emits: -100), which aborted the test run
+at exit with "bool_dealloc".
 
-`protect_none` gives ``None`` the immortality that 3.12 gives it: a reference count far beyond what any
+`protect_none` gives ``None``, ``True`` and ``False`` the immortality that 3.12 gives them: a reference count far beyond what any
 session can drop. It touches nothing else, and is skipped on Python 3.12 and later.
 """
 
@@ -36,7 +38,8 @@ def protect_none() -> bool:
     import ctypes
 
     # ob_refcnt is the first field of every PyObject in a release build of CPython < 3.12.
-    refcount = ctypes.c_ssize_t.from_address(id(None))
-    if refcount.value < _BALLAST:
-        refcount.value += _BALLAST
+    for singleton in (None, True, False):
+        refcount = ctypes.c_ssize_t.from_address(id(singleton))
+        if refcount.value < _BALLAST:
+            refcount.value += _BALLAST
     return True
