@@ -451,12 +451,11 @@ class DataPage(QWidget):
             w, h = report.median_size
             parts.append(f"typical size {w}×{h} pixels")
         parts.append(f"{report.files_seen:,} files read in {report.seconds:.1f} s")
-        if not report.skipped:
+        if not report.notable_skipped:
             parts.append("no file skipped")
         summary = " · ".join(parts)
-        note = getattr(report, "layout_note", "")
-        if note:
-            summary += f"<br>{html.escape(note, quote=False)}"
+        if report.layout_note:
+            summary += f"<br>{html.escape(report.layout_note, quote=False)}"
         self.summary.setText(summary)
 
         self.split_label.setText(self._split_text(report, split))
@@ -479,8 +478,23 @@ class DataPage(QWidget):
         self._show_skipped(report)
         self.views.setCurrentIndex(2)
 
+    @classmethod
+    def _split_text(cls, report, split) -> str:
+        text = cls._split_sentence(report, split)
+        unmeasured = (
+            split.classes_without_validation if split is not None else report.classes_without_validation
+        )
+        if text and unmeasured:
+            names = ", ".join(html.escape(n, quote=False) for n in unmeasured[:8])
+            more = f" and {len(unmeasured) - 8} more" if len(unmeasured) > 8 else ""
+            text += (
+                f"<br>No validation photo for <b>{names}</b>{more}: too few photos, so how well the model "
+                "knows them cannot be measured. Add photos to them if you can."
+            )
+        return text
+
     @staticmethod
-    def _split_text(report, split) -> str:
+    def _split_sentence(report, split) -> str:
         if report.split_dirs:
             train_dir, *val_dirs = report.split_dirs
             vals = " and ".join(f"<b>{html.escape(v, quote=False)}/</b>" for v in val_dirs)
@@ -522,8 +536,13 @@ class DataPage(QWidget):
 
     def _show_skipped(self, report) -> None:
         self.skipped_list.clear()
-        skipped = report.skipped
-        self.skipped_box.setTitle(f"Skipped files ({len(skipped):,})")
+        skipped = report.skipped  # the ones worth reading first, hidden system files last
+        notable = len(report.notable_skipped)
+        hidden = len(skipped) - notable
+        title = f"Skipped files ({notable:,})"
+        if hidden:
+            title += f", and {hidden:,} hidden system {'file' if hidden == 1 else 'files'} (.DS_Store, Thumbs.db, …)"
+        self.skipped_box.setTitle(title)
         self.skipped_box.setVisible(bool(skipped))
         for s in skipped[:MAX_SKIPPED_SHOWN]:
             where = "the folder itself" if s.path == "." else s.path
