@@ -115,7 +115,11 @@ def test_plan_is_json_ready():
 
 @pytest.mark.parametrize(
     ("size", "model", "rule_crop"),
-    [((500, 375), "BiT-M-R50x1", 384), ((32, 32), "EfficientNet-Lite0", 128), ((640, 480), "BiT-M-R152x4", 480)],
+    [
+        ((500, 375), "BiT-M-R50x1", 384),
+        ((32, 32), "EfficientNet-Lite0", 128),
+        ((640, 480), "BiT-M-R152x4", 480),
+    ],
 )
 def test_head_strategy_keeps_the_pretraining_resolution_with_the_rule_one_click_away(size, model, rule_crop):
     head = plan(400, size, model, strategy="head")
