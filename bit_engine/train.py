@@ -1035,10 +1035,11 @@ def _estimate_head(config: TrainConfig, plan, device: torch.device, num_train: i
     f = feats[torch.randint(0, mb, (plan.batch,))]
     y = torch.zeros(plan.batch, dtype=torch.long)
     t = time.perf_counter()
-    for _ in range(3):
-        F.cross_entropy(model.classify(f), y).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    with _one_cpu_thread(device):  # as _HeadTrainer runs them
+        for _ in range(3):
+            F.cross_entropy(model.classify(f), y).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
     head_step = (time.perf_counter() - t) / 3
     # A checkpoint (the whole model) at each evaluation and at the end, and the final model.
     import io
