@@ -827,7 +827,9 @@ class _HeadTrainer:
         if dataset.cache is not None and dataset.size == dataset.pre.crop:
             eval_view.cache = dataset.cache
         if self.frozen is None:
-            # The fastest path that computes float32 eager's features (onnxruntime on the CPU, see frozen.py).
+            # The fastest path that computes float32 eager's features (onnxruntime on the CPU, see frozen.py);
+            # the first time for a backbone that builds its graph, a few seconds.
+            _emit(self.on_progress, Progress("features", offset, total, message="preparing the backbone"))
             self.frozen = freeze(self.model, self.device, dataset.pre.crop)
         loader = DataLoader(eval_view, batch_size=self.frozen.batch_size, num_workers=self.workers)
         self.model.eval()
