@@ -947,23 +947,16 @@ def estimate(
         return _estimate_head(config, plan, device, num_train, num_val)
     model = create_model(config.model, num_classes=2, zero_head=False)
     model, memory_format = prepare_for_device(model, device)
-    head = config.strategy == "head"
     mb = config.micro_batch or auto_micro_batch(config.model, plan.crop, plan.batch, device)
     mb = min(mb, 8 if device.type == "cpu" else mb)  # a timing, not a run: keep it short on a CPU
     x = torch.randn(mb, 3, plan.crop, plan.crop, device=device).contiguous(memory_format=memory_format)
     y = torch.zeros(mb, dtype=torch.long, device=device)
-    # Head features and evaluation run in float32 (see evaluate.predict_dataset); training steps may not.
-    dtype = None if head else autocast_dtype(device, config.precision)
+    dtype = autocast_dtype(device, config.precision)
 
     def micro_step() -> None:
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            if head:
-                with torch.no_grad():
-                    model.eval()
-                    model(x)
-            else:
-                model.train()
-                F.cross_entropy(model(x).float(), y).backward()
+            model.train()
+            F.cross_entropy(model(x).float(), y).backward()
         if device.type == "cuda":
             torch.cuda.synchronize()
 
@@ -972,15 +965,22 @@ def estimate(
     for _ in range(timed_steps):
         micro_step()
     per_image = (time.perf_counter() - t) / (timed_steps * mb)
-    if head:
-        seconds = per_image * (num_train + num_val) + plan.total_steps * 0.002
-        how = f"computing features of {num_train + num_val:,} images once, then {plan.total_steps} quick head steps"
-    else:
-        # Evaluation is forward-only (about a third of a training step per image), ~evaluations+1 times.
-        seconds = per_image * (plan.total_steps * plan.batch + (config.evaluations + 1) * num_val / 3)
-        how = f"{plan.total_steps:,} steps of {plan.batch} images at {plan.crop}x{plan.crop}"
+    # Evaluation is forward-only (about a third of a training step per image), ~evaluations+1 times; a
+    # checkpoint (weights and momentum: twice the model) at each evaluation, and the final model.
+    seconds = per_image * (plan.total_steps * plan.batch + (config.evaluations + 1) * num_val / 3)
+    seconds += (config.evaluations + 2) * 2 * _save_seconds(model)
+    how = f"{plan.total_steps:,} steps of {plan.batch} images at {plan.crop}x{plan.crop}"
     text = f"About {describe_duration(seconds)} on {device.type.upper()} ({how})."
     return Estimate(config.strategy, seconds, per_image, mb, str(device), text)
+
+
+def _save_seconds(model: torch.nn.Module) -> float:
+    """Time to serialize the model's weights once (what a checkpoint or model.pt costs, disk aside)."""
+    import io
+
+    t = time.perf_counter()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, io.BytesIO())
+    return time.perf_counter() - t
 
 
 def _sample_images(folder: str, limit: int) -> list[str]:
@@ -1044,11 +1044,7 @@ def _estimate_head(config: TrainConfig, plan, device: torch.device, num_train: i
             opt.zero_grad(set_to_none=True)
     head_step = (time.perf_counter() - t) / 3
     # A checkpoint (the whole model) at each evaluation and at the end, and the final model.
-    import io
-
-    t = time.perf_counter()
-    torch.save(model.state_dict(), io.BytesIO())
-    save = time.perf_counter() - t
+    save = _save_seconds(model)
     images = num_train + num_val
     per_image = forward + decode
     seconds = (
