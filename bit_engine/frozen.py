@@ -15,11 +15,20 @@ with `features(x)` and `logits(x)` for normalized float NCHW batches (what `Imag
 - **Fallback: eager with WS folded** when onnxruntime is missing, the export fails or its check fails
   (`FrozenModel.reason` says which).
 
-Why onnxruntime on the CPU (bench/inference.py and bench/head_only.py, 2-core AVX2 machine, medians of one
-interleaved run): EfficientNet-Lite0 at 384 px, batch 32: eager with WS folded 7.8 images/s, onnxruntime
-37.3 (4.8x); BiT-M-R50x1 at 128 px: 35.4 vs 46.6 at batch 32 and 24.3 vs 34.0 at batch 1. Eager PyTorch
-runs these depthwise and GroupNorm layers far below what onnxruntime's fused kernels do; folding WS alone
-removes a recomputation but not that gap. The module docstring of bench/head_only.py has the end-to-end figures.
+Why onnxruntime on the CPU: features per second, medians of interleaved calls in one run, 2 CPU cores shared
+with other jobs (so only the ratios mean something):
+
+    model, input, batch                 eager, WS each call   eager, WS folded   onnxruntime
+    EfficientNet-Lite0, 224 px, 32              6.2                 6.8             43.3  (6.4x folded)
+    EfficientNet-Lite0, 224 px, 8               8.5                 5.6             39.2
+    BiT-M-R50x1 (random), 128 px, 32           32.0                25.6             49.7  (1.9x)
+    BiT-M-R50x1 (random), 128 px, 8            41.0                38.8             49.8  (1.3x)
+
+Eager PyTorch runs EfficientNet's depthwise convolutions and BiT's GroupNorm far below onnxruntime's fused
+kernels; folding WS alone saves a recomputation per call, not that gap. Both paths agree with float32 eager
+within 3e-5 on these models. One trap measured on the way: an onnxruntime session's idle threads spin after
+each call by default and slowed the PyTorch work beside them (the head's steps, the data loading) about 4x;
+sessions here are made with spinning off. bench/head_only.py measures the whole head strategy.
 
 The cache can never serve stale or damaged weights: its key is a digest of every backbone tensor (names,
 shapes, dtypes, bytes), the architecture, the input size, the ONNX opset and the onnxruntime version, so a
