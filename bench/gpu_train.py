@@ -90,7 +90,8 @@ def step_speed(args, device: torch.device) -> None:
             times[name].append(step())
     precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
     print(
-        f"1. step speed: {args.model}, {args.size} px, micro-batch {args.micro_batch}, {precision} autocast, "
+        f"1. step speed: {args.model}, {args.size} px, micro-batch {args.micro_batch}, "
+        f"{precision + ' autocast' if dtype is not None else 'fp32 (no autocast)'}, "
         f"{'channels_last' if memory_format == torch.channels_last else 'default layout'}, {device}"
     )
     for name, ts in times.items():

@@ -4,20 +4,25 @@ Both contestants run `bit_engine.train.fit` with strategy "head" on the same fol
 count (the folder is scanned by each run too, but the scan's time is left out of the figures: it is the same
 for both and not what this measures). What differs is the forward pass over the frozen backbone:
 
-- ``eager, WS each forward``: the path before frozen.py: PyTorch eager, Weight Standardization recomputed on
-  every call, batches of 16;
-- ``frozen.py``: what `frozen.freeze` picks for the device (on a CPU: onnxruntime on the cached WS-folded
-  backbone graph).
+- ``before``: the head strategy as it was: the HyperRule's resolution (384 px for these photos), PyTorch
+  eager with Weight Standardization recomputed on every call, batches of 16, head steps on every thread;
+- ``now``: the plan's resolution for the head strategy (224 px, see hyperrule.py), the forward path
+  `frozen.freeze` picks (on a CPU: onnxruntime on the cached WS-folded backbone graph), head steps on one
+  thread.
+
+`--same-resolution` runs both at the plan's resolution, to separate the forward path's gain from the
+resolution's.
 
 The first frozen.py run builds the cached graph and is reported apart ("cold"); after it the contestants
 alternate, so that load from other processes hits both alike, and the medians are compared.
 
-    python bench/head_only.py --images 400 --model EfficientNet-Lite0 --repeats 2
+    python bench/head_only.py --images 400 --model EfficientNet-Lite0 --repeats 1
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import statistics
@@ -70,15 +75,15 @@ def timed_fit(config: TrainConfig, out: Path, legacy: bool) -> dict[str, float]:
             marks["features_end"] = now
         marks.setdefault(f"first_{p.phase}", now)
 
-    original = train.freeze
+    original = train.freeze, train._one_cpu_thread
     if legacy:
-        train.freeze = legacy_freeze
+        train.freeze, train._one_cpu_thread = legacy_freeze, lambda device: contextlib.nullcontext()
     try:
         started = time.perf_counter()
         result = train.fit(config, on_progress, out=out)
         ended = time.perf_counter()
     finally:
-        train.freeze = original
+        train.freeze, train._one_cpu_thread = original
     after_scan = marks.get("after_scan", started)
     return {
         "total": ended - after_scan,
@@ -95,6 +100,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per contestant, interleaved")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--folder", type=Path, default=None, help="a labelled folder instead of generated photos")
+    ap.add_argument("--same-resolution", action="store_true", help="run before at the plan's resolution too")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -108,29 +114,32 @@ def main() -> None:
         config = TrainConfig(
             data_dir=str(folder), model=args.model, strategy="head", resolution=args.resolution, device="cpu"
         )
+        plan = train.make_plan(config, args.images, (500, 375))
+        before = config if args.same_resolution else config.replace(resolution=plan.rule_crop)
+        configs = {"before": before, "now": config}
         print(
             f"{args.model}, head strategy, {args.images} photos 500x375 (scan excluded), "
-            f"resolution {args.resolution or 'from the plan'}, {args.threads} threads, torch {torch.__version__}"
+            f"before at {before.resolution or plan.crop} px, now at {plan.crop} px, {args.threads} threads, "
+            f"torch {torch.__version__}"
         )
         cold = timed_fit(config, tmp / "run-cold", legacy=False)
         print(
             f"frozen.py cold (graph built in this run): {cold['total']:.1f} s, features {cold['features']:.1f} s"
         )
-        results: dict[str, list[dict]] = {"eager, WS each forward": [], "frozen.py": []}
+        results: dict[str, list[dict]] = {"before": [], "now": []}
         for r in range(args.repeats):
             for name in results:
                 results[name].append(
-                    timed_fit(config, tmp / f"run-{r}-{len(name)}", legacy=name != "frozen.py")
+                    timed_fit(configs[name], tmp / f"run-{r}-{name}", legacy=name == "before")
                 )
         print(f"\nmedian of {args.repeats} runs each (interleaved)")
-        print(f"  {'':24s} {'total s':>8s} {'features s':>11s} {'accuracy':>9s}")
+        print(f"  {'':8s} {'total s':>8s} {'to features end s':>18s} {'accuracy':>9s}")
         medians = {}
         for name, runs in results.items():
             medians[name] = statistics.median(r["total"] for r in runs)
             features = statistics.median(r["features"] for r in runs)
-            print(f"  {name:24s} {medians[name]:8.1f} {features:11.1f} {runs[-1]['accuracy']:9.3f}")
-        ratio = medians["eager, WS each forward"] / medians["frozen.py"]
-        print(f"  speed-up frozen.py / eager: {ratio:.2f}x")
+            print(f"  {name:8s} {medians[name]:8.1f} {features:18.1f} {runs[-1]['accuracy']:9.3f}")
+        print(f"  speed-up now / before: {medians['before'] / medians['now']:.2f}x")
 
 
 if __name__ == "__main__":
