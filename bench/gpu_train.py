@@ -136,7 +136,7 @@ def schedule_time(args, device: torch.device, folder: Path, tmp: Path) -> None:
     )
     seconds, result = timed_fit(config, tmp / "run-1", None)
     print(
-        f"  1 process on {device}: {seconds:.1f} s wall ({result.status}, validation top-1 {result.val_top1})"
+        f"  1 process on {device}: {seconds:.1f} s wall ({result.status}, validation top-1 {result.val_top1 or 0:.3f})"
     )
     gpus = torch.cuda.device_count() if device.type == "cuda" else 0
     if gpus < 2:

@@ -124,7 +124,7 @@ def main() -> None:
         )
         cold = timed_fit(config, tmp / "run-cold", legacy=False)
         print(
-            f"frozen.py cold (graph built in this run): {cold['total']:.1f} s, features {cold['features']:.1f} s"
+            f"now, cold (graph built in this run): {cold['total']:.1f} s, to features end {cold['features']:.1f} s"
         )
         results: dict[str, list[dict]] = {"before": [], "now": []}
         for r in range(args.repeats):
