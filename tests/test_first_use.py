@@ -104,7 +104,7 @@ def test_train_announces_after_the_scan_and_prints_its_time_next_to_the_estimate
     )  # fmt: skip
     assert code == 0
     assert out.startswith(f"Training {tiny_bit} (head) on {color_folder}. Ctrl-C stops and keeps the run.\n")
-    finished = re.search(r"^Finished in (\d+)s \(estimated after 2 steps: (\d+)s\)\.$", out, re.M)
+    finished = re.search(r"^Finished in (\w+) \(estimated after 2 steps: (\w+)\)\.$", out, re.M)
     assert finished, out
     assert out.index("Finished in") < out.index("Done: validation accuracy")
 
