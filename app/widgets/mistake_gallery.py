@@ -92,6 +92,9 @@ class GalleryModel(QAbstractListModel):
         self._rows = {}
         for row, item in enumerate(self._items):
             self._rows.setdefault(item.path, []).append(row)
+        # Keep only the thumbnails still shown: browsing every cell of a big matrix must not hoard pixmaps.
+        self._thumbs = {path: pixmap for path, pixmap in self._thumbs.items() if path in self._rows}
+        self._errors = {path: why for path, why in self._errors.items() if path in self._rows}
         self.endResetModel()
 
     def item(self, row: int) -> GalleryItem:
@@ -271,7 +274,7 @@ class PhotoDetail(QFrame):
         self.image_label = QLabel(self)
         self.image_label.setObjectName("detailImage")
         self.image_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.image_label.setMinimumSize(220, 220)
+        self.image_label.setMinimumSize(120, 120)
         self.image_label.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.title = QLabel(self)
         self.title.setObjectName("detailTitle")
