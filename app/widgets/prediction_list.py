@@ -25,6 +25,10 @@ from PySide6.QtWidgets import (
 ROW_ROLE = Qt.ItemDataRole.UserRole + 1
 
 THUMB = 72
+
+#: Narrowest card: the list lays cards out in as many columns of at least this width as fit, and widens
+#: them to fill the row.
+MIN_CARD_WIDTH = 380
 _BAR = QColor(33, 102, 172)
 _BAR_BACK = QColor(226, 232, 240)
 _ERROR = QColor(190, 40, 30)
@@ -128,20 +132,27 @@ class PredictionDelegate(QStyledItemDelegate):
     def __init__(self, top_k: int = 3, parent=None):
         super().__init__(parent)
         self.top_k = top_k
+        self.card_width = MIN_CARD_WIDTH
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
         line = option.fontMetrics.height()
-        return QSize(360, max(THUMB + 8, 8 + line * (1 + self.top_k) + 2 * self.top_k))
+        return QSize(self.card_width, max(THUMB + 8, 8 + line * (1 + self.top_k) + 2 * self.top_k))
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
         row: PredictionRow = index.data(ROW_ROLE)
         rect: QRect = option.rect
         palette: QPalette = option.palette
         painter.save()
-        if option.state & QStyle.StateFlag.State_Selected:
-            painter.fillRect(rect, palette.color(QPalette.ColorRole.Highlight).lighter(170))
-        elif index.row() % 2:
-            painter.fillRect(rect, palette.color(QPalette.ColorRole.AlternateBase))
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        card = rect.adjusted(1, 1, -1, -1)
+        painter.fillRect(
+            card,
+            palette.color(QPalette.ColorRole.Highlight).lighter(170)
+            if selected
+            else palette.color(QPalette.ColorRole.AlternateBase),
+        )
+        painter.setPen(palette.color(QPalette.ColorRole.Midlight))
+        painter.drawRect(card.adjusted(0, 0, -1, -1))
         box = QRect(rect.left() + 4, rect.top() + 4, THUMB, THUMB)
         pixmap = index.data(Qt.ItemDataRole.DecorationRole)
         if isinstance(pixmap, QPixmap) and not pixmap.isNull():
@@ -210,7 +221,7 @@ class PredictionDelegate(QStyledItemDelegate):
 
 
 class PredictionList(QListView):
-    """The list view of a `PredictionListModel`, painted by a `PredictionDelegate`."""
+    """The view of a `PredictionListModel`: one card per photo, painted by a `PredictionDelegate`."""
 
     def __init__(self, parent: QWidget | None = None, top_k: int = 3):
         super().__init__(parent)
@@ -218,10 +229,26 @@ class PredictionList(QListView):
         self.setModel(self.prediction_model)
         self.setItemDelegate(PredictionDelegate(top_k, self))
         self.setUniformItemSizes(True)
+        # Cards flow left to right and wrap: a wide window shows several columns instead of empty space.
+        self.setViewMode(QListView.ViewMode.IconMode)
+        self.setFlow(QListView.Flow.LeftToRight)
+        self.setWrapping(True)
+        self.setResizeMode(QListView.ResizeMode.Adjust)
+        self.setMovement(QListView.Movement.Static)
+        self.setSpacing(3)
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
-        self.setAlternatingRowColors(True)
 
     def rows(self) -> Sequence[PredictionRow]:
         return self.prediction_model.rows()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        delegate = self.itemDelegate()
+        room = self.viewport().width() - 2 * self.spacing()
+        columns = max(1, room // (MIN_CARD_WIDTH + 2 * self.spacing()))
+        width = max(MIN_CARD_WIDTH // 2, room // columns - 2 * self.spacing())
+        if isinstance(delegate, PredictionDelegate) and delegate.card_width != width:
+            delegate.card_width = width
+            self.scheduleDelayedItemsLayout()  # uniform sizes are cached: lay the cards out again
