@@ -91,9 +91,19 @@ def test_matrix_equals_the_report_and_a_cell_shows_its_images(qtbot, page, run):
         lambda: page.detail.image_label.pixmap() is not None and not page.detail.image_label.pixmap().isNull()
     )
 
-    # A diagonal cell lists the correct answers (all validation images of the class not among the mistakes).
+    # A diagonal cell lists the correct answers (all validation images of the class not among the mistakes);
+    # the report has no confidence for them, so the page measures it in the background, least sure first.
     _click_cell(qtbot, matrix, predicted, predicted)
     assert gallery.model().rowCount() == report["confusion"][predicted][predicted]
+    items = gallery.gallery_model.items
+    qtbot.waitUntil(lambda: all(i.confidence is not None for i in items()), timeout=30_000)
+    measured = [i.confidence for i in items()]
+    assert measured == sorted(measured)
+    assert "least sure first" in page.cell_label.text()
+    from bit_engine.inference import Predictor
+
+    top = Predictor(run / "model.onnx").predict(items()[0].path, top_k=1)[0]
+    assert (top.label, top.probability) == (classes[predicted], pytest.approx(measured[0], abs=1e-4))
 
 
 def test_class_table_is_sortable_by_number(qtbot, page, run):
