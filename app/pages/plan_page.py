@@ -506,14 +506,16 @@ class PlanPage(QWidget):
 
     def _apply_override(self, field: str, value) -> str | None:
         """An edited table value: keep it unless the engine refuses it; equal to the rule means no override."""
-        from bit_engine.train import TrainingError, make_plan
+        from bit_engine.errors import BitStudioError
+        from bit_engine.train import make_plan
 
         overrides = dict(self._overrides)
         overrides[field] = value
         base = self.config()
         try:
+            # The config's own checks, then the rule's: either may refuse a value, each says why.
             make_plan(base.replace(**overrides), self._engine.num_train, self._report.median_size)
-        except TrainingError as exc:
+        except (BitStudioError, ValueError) as exc:
             return str(exc)
         rule = make_plan(
             base.replace(
