@@ -77,7 +77,7 @@ def run(config: TrainConfig, out: Path) -> dict:
         "strategy": config.strategy,
         "steps": result.total_steps,
         "val_top1": result.val_top1,
-        "val_images": report["num_images"] if report else 0,
+        "val_images": report.num_images if report else 0,
         "seconds": seconds,
     }
 

@@ -128,6 +128,52 @@ def resolve_device(spec: str | None) -> torch.device:
     return device
 
 
+def parse_devices(spec: str | None) -> list[torch.device]:
+    """The devices a training runs on, one process each.
+
+    Args:
+        spec: None or `auto` (a GPU when one is usable, else the CPU), `cpu`, `cuda`, `all` (every usable
+            GPU), GPU numbers such as `0,1,3` (or `cuda:0,cuda:1`), or `cpu:N` (N processes on the CPU: for
+            trying data parallelism out, not for speed).
+
+    Raises:
+        DeviceError: no GPU can be used (with the reason), a GPU is out of range or listed twice, or the
+            text is not one of the forms above.
+    """
+    text = (spec or "auto").strip().lower()
+    if text in ("auto", "cuda"):
+        return [resolve_device(text)]
+    if text == "cpu" or text.startswith("cpu:"):
+        count = text[4:] or "1"
+        if not count.isdigit() or int(count) < 1:
+            raise DeviceError(f"Unknown devices {spec!r}: cpu:N needs a number of processes, e.g. cpu:2.")
+        return [torch.device("cpu")] * int(count)
+    reason = gpu_unavailable_reason()
+    if reason is not None:
+        raise DeviceError(f"Cannot train on GPUs ({spec}): {reason}")
+    available = torch.cuda.device_count()
+    if text == "all":
+        return [torch.device("cuda", i) for i in range(available)]
+    indices: list[int] = []
+    for item in text.split(","):
+        item = item.strip().removeprefix("cuda:")
+        if not item.isdigit():
+            raise DeviceError(
+                f"Unknown devices {spec!r}: use all, GPU numbers such as 0,1,3, or cpu:N for CPU processes."
+            )
+        index = int(item)
+        if index >= available:
+            raise DeviceError(
+                f"There is no GPU {index}: this machine has {available} (0 to {available - 1})."
+            )
+        if index in indices:
+            raise DeviceError(
+                f"GPU {index} is listed twice in {spec!r}: each process needs a GPU of its own."
+            )
+        indices.append(index)
+    return [torch.device("cuda", i) for i in indices]
+
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 

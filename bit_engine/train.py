@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,8 +39,9 @@ from bit_engine.devices import autocast_dtype, prepare_for_device, resolve_devic
 from bit_engine.errors import BitStudioError
 from bit_engine.evaluate import build_report, loss_and_top1, predict_dataset
 from bit_engine.models import create_model, get_spec
-from bit_engine.progress import Progress, ProgressCallback
-from bit_engine.runs import RunDir
+from bit_engine.progress import CancelFlag, OperationCancelled, Progress, ProgressCallback
+from bit_engine.report import EvaluationReport
+from bit_engine.runs import HEARTBEAT_S, RunDir, read_status
 from bit_engine.transforms import ImageDataset, Preprocessing, build_cache, should_cache
 from bit_engine.units import describe_duration
 
@@ -52,14 +54,22 @@ class TrainingError(BitStudioError):
 
 @dataclass(frozen=True)
 class RunResult:
-    """How `fit`/`resume` ended: status is "done" or "cancelled" (resumable)."""
+    """A finished run (a cancelled one raises `OperationCancelled` instead, see progress.py).
+
+    Attributes:
+        run_dir: the run folder.
+        status: always "done" (kept so a result reads like the run's status.json).
+        step, total_steps: where it ended (equal).
+        val_top1: validation accuracy; None without validation images (and on ranks other than 0).
+        report: the evaluation report (rank 0 only).
+    """
 
     run_dir: Path
     status: str
     step: int
     total_steps: int
     val_top1: float | None = None
-    report: dict | None = field(default=None, repr=False)
+    report: EvaluationReport | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -73,7 +83,6 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None  # e.g. DistributedDataParallel
-    barrier: Callable[[], None] | None = None
     device: torch.device | None = None  # this rank's device; None: the config's
     local_world_size: int = 1  # ranks on this machine, which share its RAM and CPU cores
     all_sum: Callable[[list[float]], list[float]] | None = None  # element-wise sums over ranks (a collective)
@@ -305,7 +314,7 @@ def _meta(config: TrainConfig, classes, pre: Preprocessing, run: RunDir) -> dict
 def fit(
     config: TrainConfig,
     on_progress: ProgressCallback | None = None,
-    cancel=None,
+    cancel: CancelFlag | None = None,
     *,
     out: str | Path | None = None,
     dist: DistContext | None = None,
@@ -315,12 +324,18 @@ def fit(
     Args:
         config: the run.
         on_progress: called with `Progress` objects (from this thread).
-        cancel: `is_set()` is checked between micro-batches; a cancelled run stays resumable.
-        out: the run folder (created); default: a new folder under the user's runs folder.
+        cancel: `is_set()` is checked between micro-batches (and images, files, bytes in the other phases).
+        out: the run folder (created, or an empty one); default: a new folder under the user's runs folder.
         dist: data-parallel placement (see distributed.py); None for one process.
 
+    Returns:
+        The finished run. status.json then says `done`.
+
     Raises:
+        OperationCancelled: `cancel` was set. During the scan no run folder is made yet (`run_dir` None);
+            from then on the run is saved with status `cancelled` and `run_dir` says where to resume.
         BitStudioError: the data cannot be trained on, the device cannot be used, the weights are missing.
+            Once the run folder exists, status.json says `failed` with the error, for every exception.
     """
     dist = dist or DistContext()
     cancel = _rank_cancel(cancel, dist)
@@ -334,7 +349,7 @@ def fit(
 
     # Rank 0 alone checks and creates the folder (another rank would find rank 0's config.json, or create a
     # folder of its own), then tells the others where it is.
-    run = _new_run_dir(config, out) if dist.is_main else None
+    run = new_run_dir(config, out) if dist.is_main else None
     if dist.share is not None:
         run = RunDir(dist.share(str(run.path) if run is not None else None))
     elif run is None:
@@ -352,7 +367,12 @@ def fit(
     return _run(config, run, split, plan, pre, device, on_progress, cancel, dist, checkpoint=None)
 
 
-def _new_run_dir(config: TrainConfig, out: str | Path | None) -> RunDir:
+def new_run_dir(config: TrainConfig, out: str | Path | None) -> RunDir:
+    """The folder a new run of `config` writes into: `out` (made if missing), or a new one under the runs.
+
+    Raises:
+        TrainingError: `out` holds a run already, or cannot be made.
+    """
     if out is None:
         return RunDir.create(config.data_dir, config.model)
     run = RunDir(out)
@@ -376,25 +396,34 @@ def _rank_cancel(cancel, dist: DistContext):
 def resume(
     run_dir: str | Path,
     on_progress: ProgressCallback | None = None,
-    cancel=None,
+    cancel: CancelFlag | None = None,
     *,
     dist: DistContext | None = None,
 ) -> RunResult:
-    """Continue a cancelled or interrupted run from its checkpoint, with the same split and schedule."""
+    """Continue a cancelled, failed or interrupted run from its checkpoint, with the same split and schedule.
+
+    Returns, raises and writes status.json as `fit` does. A run that is done already returns at once.
+
+    Raises:
+        TrainingError: not a run folder, a run that another process is training now, images missing.
+    """
     dist = dist or DistContext()
     cancel = _rank_cancel(cancel, dist)
     run = RunDir(run_dir)
     if not run.path.is_dir():
         raise TrainingError(f"{run.path} is not a run folder.")
     config = TrainConfig.from_dict(run.read_json("config.json"))
-    if run.exists("status.json") and run.exists("report.json") and run.exists("model.pt"):
-        status = run.read_json("status.json")
-        if status.get("state") == "done":
-            # Nothing left to do: say so instead of training or evaluating again.
-            report = run.read_json("report.json")
-            return RunResult(
-                run.path, "done", status["step"], status["total_steps"], report.get("accuracy"), report
+    if run.exists("status.json"):
+        status = read_status(run.path)
+        if status.state == "running" and status.pid != os.getpid():
+            raise TrainingError(
+                f"{run.path} is being trained now (process {status.pid} on {status.host}). "
+                "Wait for it to end, or stop it first."
             )
+        if status.state == "done" and run.exists("report.json") and run.exists("model.pt"):
+            # Nothing left to do: say so instead of training or evaluating again.
+            report = EvaluationReport.from_dict(run.read_json("report.json"))
+            return RunResult(run.path, "done", status.step, status.total_steps, report.accuracy, report)
     split = data.Split.from_dict(run.read_json("split.json"))
     missing = split.missing()
     if missing:
@@ -475,7 +504,65 @@ def _evaluation_steps(total: int, evaluations: int) -> set[int]:
     return {max(1, round(total * k / evaluations)) for k in range(1, evaluations + 1)} | {total}
 
 
+class _Heartbeat:
+    """Refreshes status.json's heartbeat while the run trains, so a reader can tell a run that died."""
+
+    def __init__(self, run: RunDir):
+        self.run, self.stopped = run, threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="bit-studio-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                self.run.beat()
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+
+def _recorded_step(run: RunDir) -> int:
+    try:
+        return int(run.read_json("status.json").get("step", 0))
+    except (BitStudioError, ValueError, TypeError):
+        return 0
+
+
 def _run(config, run, split, plan, pre, device, on_progress, cancel, dist, checkpoint) -> RunResult:
+    """Train and evaluate; rank 0 leaves status.json saying how the run ended, whatever ended it."""
+    total = plan.total_steps
+    beating = _Heartbeat(run) if dist.is_main else contextlib.nullcontext()
+    try:
+        with beating:
+            return _train_and_evaluate(
+                config, run, split, plan, pre, device, on_progress, cancel, dist, checkpoint
+            )
+    except OperationCancelled as exc:
+        if exc.run_dir is not None:
+            raise  # the loop saved the run and said so
+        # A cancel in the download, the cache or the features: nothing trained since the last checkpoint.
+        step = int(checkpoint["step"]) if checkpoint else 0
+        raise _cancelled(run, step, plan, dist) from exc
+    except KeyboardInterrupt:
+        # A second Ctrl-C: no checkpoint was written now, but the last one is intact.
+        if dist.is_main:
+            step = _recorded_step(run)
+            run.set_status("cancelled", step, total, f"Stopped at once; resuming continues from step {step}.")
+        raise
+    except BaseException as exc:
+        if dist.is_main:
+            error = str(exc) if isinstance(exc, BitStudioError) else f"{type(exc).__name__}: {exc}"
+            run.set_status("failed", _recorded_step(run), total, f"Training failed: {error}", error=error)
+        raise
+
+
+def _train_and_evaluate(
+    config, run, split, plan, pre, device, on_progress, cancel, dist, checkpoint
+) -> RunResult:
     t0 = time.monotonic()
     torch.manual_seed(config.seed)
     classes = list(split.classes)
@@ -487,7 +574,7 @@ def _run(config, run, split, plan, pre, device, on_progress, cancel, dist, check
         split, pre, config.seed, on_progress, cancel, config.workers, config.strategy == "head", dist
     )
     if loaded is None:
-        return _cancelled(run, checkpoint, plan, dist)
+        raise _cancelled(run, int(checkpoint["step"]) if checkpoint else 0, plan, dist)
     train_set, val_set, workers = loaded
 
     if config.strategy == "head":
@@ -496,8 +583,8 @@ def _run(config, run, split, plan, pre, device, on_progress, cancel, dist, check
         )
     else:
         trainer = _FullTrainer(model, train_set, device, memory_format, config, plan, workers, dist)
-    if not trainer.ready(run):
-        return _cancelled(run, checkpoint, plan, dist)
+    if not trainer.ready():
+        raise _cancelled(run, int(checkpoint["step"]) if checkpoint else 0, plan, dist)
     params = trainer.parameters()
     optimizer = torch.optim.SGD(params, lr=0.0, momentum=plan.momentum, weight_decay=0.0)
     start = 0
@@ -541,7 +628,7 @@ def _run(config, run, split, plan, pre, device, on_progress, cancel, dist, check
         ):  # cancelled mid-step: the partial gradients are dropped, the step is redone on resume
             optimizer.zero_grad(set_to_none=True)
             save_checkpoint(step)
-            return _cancelled(run, {"step": step}, plan, dist)
+            raise _cancelled(run, step, plan, dist)
         trainer.optimizer_step(optimizer)
         optimizer.zero_grad(set_to_none=True)
         if dist.all_sum is not None:  # each rank saw its share: report the whole batch's loss
@@ -558,13 +645,10 @@ def _run(config, run, split, plan, pre, device, on_progress, cancel, dist, check
         record = {"step": step, "epoch": round(stream.epoch_at(step), 4), "train_loss": loss, "lr": lr}
         evaluated = step in eval_at
         if evaluated and dist.is_main:
-            _emit(
-                on_progress, Progress("evaluating", 0, len(val_set), step=step, total_steps=plan.total_steps)
-            )
-            result = trainer.evaluate(val_set, cancel)
+            result = trainer.evaluate(val_set, cancel, _counting(on_progress, len(val_set), step, plan))
             if result is None:
                 save_checkpoint(step)
-                return _cancelled(run, {"step": step}, plan, dist)
+                raise _cancelled(run, step, plan, dist)
             val_loss, val_top1 = loss_and_top1(*result)
             record.update(val_loss=val_loss, val_top1=val_top1)
         if dist.is_main:
@@ -594,20 +678,30 @@ def _run(config, run, split, plan, pre, device, on_progress, cancel, dist, check
         )
         if cancel.is_set() and step < plan.total_steps:
             save_checkpoint(step)
-            return _cancelled(run, {"step": step}, plan, dist)
+            raise _cancelled(run, step, plan, dist)
 
     report = None
     if dist.is_main:
         meta = _meta(config, classes, pre, run)
         run.save_model(trainer.unwrapped, meta)
         save_checkpoint(step)
-        _emit(on_progress, Progress("evaluating", 0, len(val_set), step=step, total_steps=plan.total_steps))
-        result = trainer.evaluate(val_set, None)
+        # The final evaluation honours cancel too: the checkpoint is at the last step, so a resume only
+        # evaluates.
+        result = trainer.evaluate(val_set, cancel, _counting(on_progress, len(val_set), step, plan))
+        if result is None:
+            raise _cancelled(run, step, plan, dist)
         files = [s.path for s in split.val]
-        report = build_report(*result, classes, files)
-        report.update(run_id=run.run_id, model=config.model, strategy=config.strategy, split="validation")
-        run.write_json("report.json", report)
-        run.set_status("done", step, plan.total_steps, f"Validation accuracy {report['accuracy']:.1%}")
+        report = build_report(
+            *result,
+            classes,
+            files,
+            run_id=run.run_id,
+            model=config.model,
+            strategy=config.strategy,
+            split="validation",
+        )
+        run.write_json("report.json", report.to_dict())
+        run.set_status("done", step, plan.total_steps, report.describe_accuracy() + ".")
         _emit(
             on_progress,
             Progress(
@@ -617,11 +711,22 @@ def _run(config, run, split, plan, pre, device, on_progress, cancel, dist, check
                 step=step,
                 total_steps=plan.total_steps,
                 elapsed=time.monotonic() - t0,
-                val_loss=report["loss"],
-                val_top1=report["accuracy"],
+                val_loss=report.loss,
+                val_top1=report.accuracy,
+                message=report.describe_accuracy(),
             ),
         )
-    return RunResult(run.path, "done", step, plan.total_steps, report["accuracy"] if report else None, report)
+    return RunResult(run.path, "done", step, plan.total_steps, report.accuracy if report else None, report)
+
+
+def _counting(on_progress, total: int, step: int, plan) -> Callable[[int], None]:
+    """An `on_batch` for `predict_dataset` that reports the evaluation phase in images."""
+
+    def relay(done: int) -> None:
+        _emit(on_progress, Progress("evaluating", done, total, step=step, total_steps=plan.total_steps))
+
+    relay(0)
+    return relay
 
 
 def _images_in(step_data) -> int:
@@ -631,11 +736,12 @@ def _images_in(step_data) -> int:
     return sum(len(y) for _, y, _ in step_data)
 
 
-def _cancelled(run: RunDir, checkpoint, plan, dist: DistContext) -> RunResult:
-    step = int(checkpoint["step"]) if checkpoint else 0
+def _cancelled(run: RunDir, step: int, plan, dist: DistContext) -> OperationCancelled:
+    """Record the cancel (rank 0) and return the exception that says where the run can be resumed."""
+    message = f"Cancelled at step {step} of {plan.total_steps}. The run is saved and can be resumed."
     if dist.is_main:
-        run.set_status("cancelled", step, plan.total_steps, f"Cancelled at step {step}: resume to continue.")
-    return RunResult(run.path, "cancelled", step, plan.total_steps)
+        run.set_status("cancelled", step, plan.total_steps, message)
+    return OperationCancelled(message, run.path, step, plan.total_steps)
 
 
 class _FullTrainer:
@@ -658,7 +764,7 @@ class _FullTrainer:
         self.amp_dtype = autocast_dtype(device, config.precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
-    def ready(self, run) -> bool:
+    def ready(self) -> bool:
         return True
 
     def parameters(self):
@@ -760,7 +866,7 @@ class _FullTrainer:
         else:
             optimizer.step()
 
-    def evaluate(self, val_set, cancel):
+    def evaluate(self, val_set, cancel, on_batch=None):
         # Evaluation batches follow the training micro-batch, halved here too on out-of-memory (the
         # result does not depend on it: no layer mixes samples at evaluation).
         while True:
@@ -771,6 +877,7 @@ class _FullTrainer:
                     self.device,
                     self.memory_format,
                     batch_size=self.compute_batch,
+                    on_batch=on_batch,
                     cancel=cancel,
                 )
             except RuntimeError as exc:
@@ -796,7 +903,8 @@ class _HeadTrainer:
             p.requires_grad_(True)
         self.features: torch.Tensor | None = None
         self.labels: torch.Tensor | None = None
-        self.val_features: torch.Tensor | None = None
+        # (features, labels) of the validation images; None when there are none.
+        self.val_features: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @torch.no_grad()
     def _extract(self, dataset, offset: int, total: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -817,7 +925,7 @@ class _HeadTrainer:
             _emit(self.on_progress, Progress("features", offset + done, total))
         return torch.cat(feats), torch.cat(labels)
 
-    def ready(self, run: RunDir) -> bool:
+    def ready(self) -> bool:
         total = len(self.train_set) + len(self.val_set)
         train = self._extract(self.train_set, 0, total)
         if train is None:
@@ -856,10 +964,14 @@ class _HeadTrainer:
         return loss.item()
 
     @torch.no_grad()
-    def evaluate(self, val_set, cancel):
+    def evaluate(self, val_set, cancel, on_batch=None):
         if self.val_features is None:
             return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
+        if cancel is not None and cancel.is_set():
+            return None
         logits = self.model.classify(self.val_features[0].to(self.device)).float().cpu()
+        if on_batch is not None:
+            on_batch(len(logits))
         return logits, self.val_features[1]
 
 

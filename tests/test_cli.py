@@ -24,6 +24,7 @@ from corpus import EMPTY_CLASS, UNICODE_CLASS, make_bad_corpus
 
 from bit_engine.cli import main
 from bit_engine.config import TrainConfig
+from bit_engine.progress import OperationCancelled
 from bit_engine.runs import RunDir
 
 FAST = ["--batch", "16", "--resolution", "32", "--device", "cpu"]
@@ -164,8 +165,10 @@ def test_resume_finishes_a_cancelled_run(color_folder, tiny_bit, tmp_path, capsy
         workers=0,
         evaluations=2,
     )
-    cancelled = fit(config, on_progress=stop_after_step_2, cancel=cancel, out=tmp_path / "run")
-    assert cancelled.status == "cancelled" and cancelled.step == 2
+    with pytest.raises(OperationCancelled) as info:
+        fit(config, on_progress=stop_after_step_2, cancel=cancel, out=tmp_path / "run")
+    cancelled = info.value
+    assert cancelled.step == 2
 
     code, _, err = run_cli(capsys, "evaluate", cancelled.run_dir)
     assert code == 2

@@ -10,6 +10,7 @@ import torch
 
 from bit_engine import train
 from bit_engine.config import TrainConfig
+from bit_engine.progress import OperationCancelled
 from bit_engine.runs import RunDir
 from bit_engine.train import SampleStream, estimate, fit, resume
 
@@ -76,8 +77,10 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(color_folder,
         if p.phase == "training" and p.step == 3:
             cancel.set()
 
-    part = fit(config, on_progress=stop_at_step_3, cancel=cancel, out=tmp_path / "part")
-    assert part.status == "cancelled" and part.step == 3
+    with pytest.raises(OperationCancelled) as info:
+        fit(config, on_progress=stop_at_step_3, cancel=cancel, out=tmp_path / "part")
+    part = info.value
+    assert part.run_dir == tmp_path / "part" and (part.step, part.total_steps) == (3, 8)
     assert RunDir(part.run_dir).read_json("status.json")["state"] == "cancelled"
     assert not RunDir(part.run_dir).exists("model.pt")
     resumed = resume(part.run_dir)
@@ -101,8 +104,10 @@ def test_cancel_is_honoured_within_a_micro_batch(color_folder, tiny_bit, tmp_pat
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(train._FullTrainer, "_accumulate", counting)
-        result = fit(_config(color_folder, tiny_bit, micro_batch=4), cancel=cancel, out=tmp_path / "run")
-    assert result.status == "cancelled" and result.step == 1  # step 2 was dropped mid-way, not finished
+        with pytest.raises(OperationCancelled) as info:
+            fit(_config(color_folder, tiny_bit, micro_batch=4), cancel=cancel, out=tmp_path / "run")
+    result = info.value
+    assert result.step == 1  # step 2 was dropped mid-way, not finished
     ckpt = RunDir(result.run_dir).load_checkpoint()
     assert ckpt["step"] == 1
 
@@ -208,7 +213,7 @@ def test_bf16_training_learns_and_reports_in_float32(color_folder, tiny_bit, tmp
     from bit_engine.evaluate import evaluate_run
 
     again = evaluate_run(result.run_dir)
-    assert again["loss"] == pytest.approx(result.report["loss"], abs=1e-6)
+    assert again.loss == pytest.approx(result.report.loss, abs=1e-6)
 
 
 def test_resuming_a_finished_run_changes_nothing(color_folder, tiny_bit, tmp_path):
