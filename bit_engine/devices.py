@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bit_engine.config import PRECISIONS
 from bit_engine.errors import BitStudioError
 
 
@@ -172,9 +173,6 @@ def parse_devices(spec: str | None) -> list[torch.device]:
             )
         indices.append(index)
     return [torch.device("cuda", i) for i in indices]
-
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def cpu_has_native_bf16() -> bool:

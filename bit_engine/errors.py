@@ -17,3 +17,11 @@ class BitStudioError(Exception):
     """
 
     remedy: str | None = None
+
+
+class WeightsMismatchError(BitStudioError, ValueError):
+    """Weights whose keys or shapes do not fit the architecture; the message names the first mismatch.
+
+    Here rather than in models.py because both architectures' loaders raise it (models.py and
+    efficientnet.py), and efficientnet.py sits below models.py.
+    """

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bit_engine.errors import BitStudioError
+from bit_engine.errors import BitStudioError, WeightsMismatchError
 
 #: Weight Standardization epsilon of the reference implementation. timm's port uses 1e-8.
 WS_EPS = 1e-10
@@ -273,15 +273,9 @@ KNOWN_MODELS: dict[str, ModelSpec] = {
     ]
 }
 
-DEFAULT_MODEL = "BiT-M-R50x1"
-
 
 class UnknownModelError(BitStudioError, ValueError):
     """A model name that is not in the table; the message lists the known ones."""
-
-
-class WeightsMismatchError(BitStudioError, ValueError):
-    """An npz whose keys or shapes do not fit the architecture; the message names the first mismatch."""
 
 
 class NotAnNpzError(BitStudioError, ValueError):

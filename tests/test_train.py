@@ -222,3 +222,113 @@ def test_resuming_a_finished_run_changes_nothing(color_folder, tiny_bit, tmp_pat
     again = resume(done.run_dir)
     assert (again.status, again.step, again.val_top1) == ("done", 4, done.val_top1)
     assert (done.run_dir / "model.pt").stat().st_mtime_ns == before
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Cancel in every phase of `fit` ends one way: OperationCancelled, with a resumable run once it has a folder
+
+
+def _cancel_on(phase: str, cancel: threading.Event):
+    def on_progress(p) -> None:
+        if p.phase == phase:
+            cancel.set()
+
+    return on_progress
+
+
+@pytest.mark.parametrize("phase", ["scanning", "downloading", "features", "training", "evaluating"])
+def test_a_cancel_in_each_phase_ends_one_way(color_folder, tiny_bit, tmp_path, monkeypatch, phase):
+    from bit_engine import weights
+    from bit_engine.progress import Progress
+    from bit_engine.runs import read_status
+
+    if phase == "downloading":
+        real = weights.load_pretrained
+
+        def downloading(model, name, download_if_missing=False, on_progress=None, cancel=None):
+            # The weights are "missing": one progress report from the download, then its cancel check.
+            on_progress(weights.DownloadProgress(done=1, total=100, speed=0.0, eta=None))
+            if cancel.is_set():
+                raise weights.DownloadCancelledError(f"Download of {name} cancelled.")
+            return real(model, name, download_if_missing, on_progress, cancel)
+
+        monkeypatch.setattr(weights, "load_pretrained", downloading)
+    cancel = threading.Event()
+    seen: list[Progress] = []
+
+    def on_progress(p: Progress) -> None:
+        seen.append(p)
+        _cancel_on(phase, cancel)(p)
+
+    config = _config(color_folder, tiny_bit, strategy="head", steps=6, evaluations=2)
+    out = tmp_path / "run"
+    with pytest.raises(OperationCancelled) as info:
+        fit(config, on_progress=on_progress, cancel=cancel, out=out)
+    assert phase in {p.phase for p in seen}
+    if phase == "scanning":
+        # Nothing was decided yet: no run folder, nothing to resume.
+        assert info.value.run_dir is None and not out.exists()
+        return
+    assert info.value.run_dir == out
+    status = read_status(out)
+    assert status.state == "cancelled" and status.step == info.value.step and status.resumable
+    assert info.value.step == {"downloading": 0, "features": 0, "training": 1, "evaluating": 3}[phase]
+    monkeypatch.undo()
+    resumed = resume(out)
+    assert resumed.status == "done" and resumed.step == 6 and read_status(out).state == "done"
+
+
+def test_a_failure_after_the_folder_exists_says_failed(color_folder, tiny_bit, tmp_path, monkeypatch):
+    from bit_engine.runs import read_status
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a native library crashed")
+
+    monkeypatch.setattr(train, "_datasets", broken)
+    with pytest.raises(RuntimeError):
+        fit(_config(color_folder, tiny_bit, strategy="head"), out=tmp_path / "run")
+    status = read_status(tmp_path / "run")
+    assert status.state == "failed" and "RuntimeError: a native library crashed" in status.error
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Defects
+
+
+@pytest.mark.parametrize("layout", ["one_photo_per_class", "empty_val_folders"])
+def test_a_run_without_validation_images_ends_done(tmp_path, tiny_bit, layout):
+    from conftest import make_color_folder
+
+    from bit_engine.runs import read_report, read_status
+
+    if layout == "one_photo_per_class":
+        folder = make_color_folder(tmp_path / "photos", per_class=1)
+    else:
+        folder = tmp_path / "photos"
+        make_color_folder(folder / "train", per_class=3)
+        for name in ("red", "green", "blue"):
+            (folder / "val" / name).mkdir(parents=True)
+    seen = []
+    for strategy in ("head", "full"):
+        out = tmp_path / f"run-{strategy}"
+        result = fit(_config(folder, tiny_bit, strategy=strategy, steps=3), on_progress=seen.append, out=out)
+        assert result.status == "done" and result.val_top1 is None
+        assert result.report.num_images == 0 and result.report.accuracy is None
+        status = read_status(out)
+        assert status.state == "done" and "No validation images" in status.message
+        assert read_report(out).describe_accuracy().startswith("No validation images")
+        assert "No validation images" in seen[-1].message
+
+
+def test_evaluation_reports_images_and_honours_cancel(color_folder, tiny_bit, tmp_path):
+    from bit_engine.evaluate import evaluate_run
+
+    done = fit(_config(color_folder, tiny_bit, strategy="head", steps=2), out=tmp_path / "run")
+    seen = []
+    report = evaluate_run(done.run_dir, on_progress=seen.append)
+    assert [(p.phase, p.done, p.total) for p in seen][-1] == ("evaluating", 6, 6)
+    assert report.num_images == 6
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(OperationCancelled, match="Evaluation cancelled"):
+        evaluate_run(done.run_dir, cancel=cancel)

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from bit_engine.cli.progress import TextProgress, format_bytes, format_duration
+from bit_engine.config import PRECISIONS, STRATEGIES
 
 
 def register(sub) -> None:
@@ -16,7 +17,7 @@ def register(sub) -> None:
     p.add_argument("data_dir", help="folder with one sub-folder of images per class")
     _model_arg(p)
     _override_args(p)
-    p.add_argument("--strategy", choices=("full", "head", "scratch"), help="estimate only this strategy")
+    p.add_argument("--strategy", choices=STRATEGIES, help="estimate only this strategy")
     p.add_argument("--no-estimate", action="store_true", help="skip the timed estimate")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=_plan)
@@ -26,7 +27,7 @@ def register(sub) -> None:
     _model_arg(p)
     p.add_argument(
         "--strategy",
-        choices=("full", "head", "scratch"),
+        choices=STRATEGIES,
         default="full",
         help="full: fine-tune everything (BiT); head: train only a new head (fast); "
         "scratch: no pre-training (baseline)",
@@ -59,7 +60,7 @@ def register(sub) -> None:
 
 
 def _model_arg(p) -> None:
-    from bit_engine.models import DEFAULT_MODEL
+    from bit_engine.config import DEFAULT_MODEL
 
     p.add_argument(
         "--model",
@@ -89,7 +90,7 @@ def _override_args(p) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16", "fp16"),
+        choices=PRECISIONS,
         default="auto",
         help="training arithmetic (default auto: bf16 where the device has it natively, else fp32)",
     )
