@@ -139,6 +139,15 @@ def _child_process(rank, devices, port, job, events, cancel_event, setup, timeou
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     world = len(devices)
     cancel = _CancelOrOrphaned(cancel_event)
+    if world > 1:  # the environment torchrun would set, before `setup`, which may read it
+        os.environ.update(
+            RANK=str(rank),
+            WORLD_SIZE=str(world),
+            LOCAL_RANK=str(rank),
+            LOCAL_WORLD_SIZE=str(world),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+        )
     try:
         if setup is not None:
             setup()
@@ -147,14 +156,6 @@ def _child_process(rank, devices, port, job, events, cancel_event, setup, timeou
         if world == 1:
             result = job.run(relay, cancel, DistContext(device=device))
         else:
-            os.environ.update(
-                RANK=str(rank),
-                WORLD_SIZE=str(world),
-                LOCAL_RANK=str(rank),
-                LOCAL_WORLD_SIZE=str(world),
-                MASTER_ADDR="127.0.0.1",
-                MASTER_PORT=str(port),
-            )
             result = run_rank(job, device, relay, cancel, timeout_s=timeout_s)
         events.put(("result", rank, result))
     except OperationCancelled as exc:

@@ -1,7 +1,9 @@
 """Big Transfer (BiT) ResNet-v2 with Group Norm and Weight Standardization, and the table of known models.
 
-The architecture follows google-research/big_transfer (`bit_pytorch/models.py`) and the paper; the facts are
-in `shared/BIT_RECIPE.md`. Two details that cost accuracy when got wrong are called out where they live: the
+The architecture follows google-research/big_transfer (`bit_pytorch/models.py`) and the paper: a
+pre-activation ResNet-v2 whose convolutions standardize their weights (zero mean, unit variance per output
+channel) and whose normalization layers are Group Norm with 32 groups, so no statistic crosses images. Two
+details that cost accuracy when got wrong are called out where they live: the
 stem's zero pad before an *unpadded* max pool, and the projection shortcut taken from the pre-activated input.
 """
 
