@@ -58,6 +58,7 @@ import torch.distributed as dist
 from bit_engine.config import TrainConfig
 from bit_engine.devices import DeviceError, gpu_unavailable_reason
 from bit_engine.errors import BitStudioError
+from bit_engine.preparation import Prepared
 from bit_engine.progress import CancelFlag, Progress, ProgressCallback
 from bit_engine.train import DistContext, RunResult, fit, resume
 
@@ -195,15 +196,20 @@ class TrainJob:
         config: the run (a new run only).
         out: the run folder to create (a new run only; None: a new folder under the user's runs).
         run_dir: the run folder to resume (a resume only).
+        prepared: the run's scan, split and plan, when the caller has them (`preparation.prepare`): the
+            folder is then not scanned again. Its config is the run's (`config` may be left out).
     """
 
     config: TrainConfig | None = None
     out: str | None = None
     run_dir: str | None = None
+    prepared: Prepared | None = None
 
     def load_config(self) -> TrainConfig:
         if self.config is not None:
             return self.config
+        if self.prepared is not None:
+            return self.prepared.config
         from bit_engine.runs import RunDir
 
         return TrainConfig.from_dict(RunDir(self.run_dir).read_json("config.json"))
@@ -218,7 +224,10 @@ class TrainJob:
         """Train or resume in this process, placed by `dist_context`."""
         if self.run_dir is not None:
             return resume(self.run_dir, on_progress, cancel, dist=dist_context)
-        return fit(self.config, on_progress, cancel, out=self.out, dist=dist_context)
+        what = self.prepared if self.prepared is not None else self.config
+        if self.prepared is not None and self.config is not None and self.config != self.prepared.config:
+            what = self.prepared.with_config(self.config)  # e.g. the device the launcher chose
+        return fit(what, on_progress, cancel, out=self.out, dist=dist_context)
 
 
 def _needs_download(config: TrainConfig) -> str | None:

@@ -75,7 +75,11 @@ def estimate(
     else:
         if num_train is None or median_size is None:
             prepared = prepare(config, cancel=cancel)
-            num_train, num_val, median_size = prepared.num_train, prepared.num_val, prepared.report.median_size
+            num_train, num_val, median_size = (
+                prepared.num_train,
+                prepared.num_val,
+                prepared.report.median_size,
+            )
         plan = make_plan(config, num_train, median_size)
     num_val = num_val or 0
     device = resolve_device(config.device)

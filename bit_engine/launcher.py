@@ -543,7 +543,7 @@ def start_training(
         run = new_run_dir(config, job.out)
         made = not existed
         device = chosen[0].type if len(chosen) > 1 else str(chosen[0])
-        job = TrainJob(config=config.replace(device=device), out=str(run.path))
+        job = TrainJob(config=config.replace(device=device), out=str(run.path), prepared=job.prepared)
     return TrainingProcess(job, chosen, isolate=isolate, setup=setup, timeout_s=timeout_s, made_folder=made)
 
 

@@ -8,11 +8,13 @@ import threading
 import pytest
 import torch
 
-from bit_engine import train
+from bit_engine import train, trainers
 from bit_engine.config import TrainConfig
+from bit_engine.estimate import estimate
 from bit_engine.progress import OperationCancelled
 from bit_engine.runs import RunDir
-from bit_engine.train import SampleStream, estimate, fit, resume
+from bit_engine.sampling import SampleStream
+from bit_engine.train import fit, resume
 
 # float32: several tests compare weights to 1e-6; bf16 autocast gets its own test.
 FAST = {"steps": 12, "batch": 16, "resolution": 32, "workers": 0, "evaluations": 3, "precision": "fp32"}
@@ -94,7 +96,7 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(color_folder,
 def test_cancel_is_honoured_within_a_micro_batch(color_folder, tiny_bit, tmp_path):
     cancel = threading.Event()
     calls = {"n": 0}
-    trainer_step = train._FullTrainer._accumulate
+    trainer_step = trainers.FullTrainer._accumulate
 
     def counting(self, prepared, lam, global_batch, flag):
         calls["n"] += 1
@@ -103,7 +105,7 @@ def test_cancel_is_honoured_within_a_micro_batch(color_folder, tiny_bit, tmp_pat
         return trainer_step(self, prepared, lam, global_batch, flag)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train._FullTrainer, "_accumulate", counting)
+        mp.setattr(trainers.FullTrainer, "_accumulate", counting)
         with pytest.raises(OperationCancelled) as info:
             fit(_config(color_folder, tiny_bit, micro_batch=4), cancel=cancel, out=tmp_path / "run")
     result = info.value
@@ -332,3 +334,39 @@ def test_evaluation_reports_images_and_honours_cancel(color_folder, tiny_bit, tm
     cancel.set()
     with pytest.raises(OperationCancelled, match="Evaluation cancelled"):
         evaluate_run(done.run_dir, cancel=cancel)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One preparation step, accepted by estimate and fit
+
+
+def test_prepared_once_then_estimated_and_trained_without_a_second_scan(
+    color_folder, tiny_bit, tmp_path, monkeypatch
+):
+    from bit_engine import data
+    from bit_engine.preparation import prepare
+
+    config = _config(color_folder, tiny_bit, strategy="head", steps=4)
+    seen = []
+    prepared = prepare(config, on_progress=seen.append)
+    assert seen and {p.phase for p in seen} == {"scanning"}
+    assert (prepared.num_train, prepared.num_val, prepared.plan.total_steps) == (24, 6, 4)
+
+    def no_scan(*args, **kwargs):
+        raise AssertionError("the folder was scanned again")
+
+    monkeypatch.setattr(data, "scan", no_scan)
+    ticks = []
+    timed = estimate(prepared, on_progress=ticks.append)
+    assert timed.strategy == "head" and timed.seconds > 0
+    assert [(p.phase, p.done, p.total) for p in ticks][-1] == ("estimating", 3, 3)
+    full = prepared.with_config(config.replace(strategy="full", steps=6))
+    assert full.plan.total_steps == 6 and full.split is prepared.split
+    result = fit(prepared, out=tmp_path / "run")
+    assert result.status == "done" and result.step == 4
+    assert json.loads((tmp_path / "run" / "split.json").read_text()) == prepared.split.to_dict()
+
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(OperationCancelled):
+        estimate(prepared, cancel=cancel)

@@ -292,7 +292,8 @@ def _plan(args) -> int:
 def _show_plan(config, strategies: list[str], as_json: bool) -> int:
     """Scan, plan and time `config` for each of `strategies`; print it for people or as JSON."""
     from bit_engine import data
-    from bit_engine.train import estimate, make_plan
+    from bit_engine.estimate import estimate
+    from bit_engine.preparation import make_plan
 
     report = data.scan(config.data_dir)
     if as_json:
