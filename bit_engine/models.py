@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bit_engine.config import DEFAULT_MODEL as DEFAULT_MODEL  # its home is config.py (no torch)
 from bit_engine.errors import BitStudioError, WeightsMismatchError
 
 #: Weight Standardization epsilon of the reference implementation. timm's port uses 1e-8.
@@ -274,6 +275,11 @@ KNOWN_MODELS: dict[str, ModelSpec] = {
         ),
     ]
 }
+
+
+__all__ = [
+    "DEFAULT_MODEL"
+]  # the default's home is config.py (no torch); named here for the model table's users
 
 
 class UnknownModelError(BitStudioError, ValueError):

@@ -38,6 +38,7 @@ from bit_engine import data
 from bit_engine.config import TrainConfig
 from bit_engine.devices import prepare_for_device, resolve_device
 from bit_engine.errors import BitStudioError
+from bit_engine.estimate import Estimate, estimate
 from bit_engine.evaluate import build_report, loss_and_top1
 from bit_engine.models import create_model
 from bit_engine.preparation import Prepared, TrainingError, make_plan, prepare
@@ -48,7 +49,20 @@ from bit_engine.sampling import SampleStream, mixup_lambda
 from bit_engine.trainers import DistContext, FullTrainer, HeadTrainer
 from bit_engine.transforms import ImageDataset, Preprocessing, build_cache, should_cache
 
-__all__ = ["CHECKPOINT_VERSION", "DistContext", "RunResult", "TrainingError", "fit", "new_run_dir", "resume"]
+# `estimate`, `Estimate`, `make_plan` and `TrainingError` live in estimate.py and preparation.py; they are
+# named here too because front ends reach them through this module (`train.estimate(...)`).
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "DistContext",
+    "Estimate",
+    "RunResult",
+    "TrainingError",
+    "estimate",
+    "fit",
+    "make_plan",
+    "new_run_dir",
+    "resume",
+]
 
 CHECKPOINT_VERSION = 1
 
