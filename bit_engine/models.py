@@ -283,7 +283,18 @@ __all__ = [
 
 
 class UnknownModelError(BitStudioError, ValueError):
-    """A model name that is not in the table; the message lists the known ones."""
+    """A model name that is not in the table; the message lists the known ones.
+
+    Attributes:
+        model: the name asked for.
+    """
+
+    def __init__(self, message: str, model: str | None = None):
+        super().__init__(message)
+        self.model = model
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.model))
 
 
 class NotAnNpzError(BitStudioError, ValueError):
@@ -295,7 +306,7 @@ def get_spec(name: str) -> ModelSpec:
     for key, spec in KNOWN_MODELS.items():
         if key.lower() == name.lower():
             return spec
-    raise UnknownModelError(f"Unknown model {name!r}. Known models: {', '.join(KNOWN_MODELS)}.")
+    raise UnknownModelError(f"Unknown model {name!r}. Known models: {', '.join(KNOWN_MODELS)}.", name)
 
 
 def create_model(name: str, num_classes: int, zero_head: bool = True, ws_eps: float = WS_EPS) -> nn.Module:

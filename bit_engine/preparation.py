@@ -10,6 +10,7 @@ scanned twice. A change of setting that leaves the scan as it was (steps, batch,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bit_engine import data, hyperrule
 from bit_engine.config import TrainConfig
@@ -24,14 +25,18 @@ class TrainingError(BitStudioError):
 
     Attributes:
         report: the dataset report, when the folder cannot be trained on (its errors say why).
+        run_dir: the run folder concerned, when there is one.
     """
 
-    def __init__(self, message: str, report: data.DatasetReport | None = None):
+    def __init__(
+        self, message: str, report: data.DatasetReport | None = None, run_dir: str | Path | None = None
+    ):
         super().__init__(message)
         self.report = report
+        self.run_dir = Path(run_dir) if run_dir is not None else None
 
     def __reduce__(self):
-        return (type(self), (str(self), self.report))
+        return (type(self), (str(self), self.report, self.run_dir))
 
 
 def make_plan(config: TrainConfig, num_train: int, median_size) -> hyperrule.HyperRulePlan:

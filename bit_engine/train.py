@@ -246,14 +246,15 @@ def resume(
     cancel = _rank_cancel(cancel, dist)
     run = RunDir(run_dir)
     if not run.path.is_dir():
-        raise TrainingError(f"{run.path} is not a run folder.")
+        raise TrainingError(f"{run.path} is not a run folder.", run_dir=run.path)
     config = TrainConfig.from_dict(run.read_json("config.json"))
     if run.exists("status.json"):
         status = read_status(run.path)
         if status.state == "running" and status.pid != os.getpid():
             raise TrainingError(
                 f"{run.path} is being trained now (process {status.pid} on {status.host}). "
-                "Wait for it to end, or stop it first."
+                "Wait for it to end, or stop it first.",
+                run_dir=run.path,
             )
         if status.state == "done" and run.exists("report.json") and run.exists("model.pt"):
             # Nothing left to do: say so instead of training or evaluating again.
@@ -264,7 +265,8 @@ def resume(
     if missing:
         raise TrainingError(
             f"{len(missing)} training images of this run are no longer in {split.root} (first: {missing[0]}). "
-            "Put them back to resume, or start a new run."
+            "Put them back to resume, or start a new run.",
+            run_dir=run.path,
         )
     saved_plan = run.read_json("plan.json")
     plan = make_plan(config, len(split.train), saved_plan["median_size"])
@@ -272,7 +274,9 @@ def resume(
     device = dist.device or resolve_device(config.device)
     checkpoint = run.load_checkpoint() if run.exists("checkpoint.pt") else None
     if checkpoint is not None and checkpoint.get("version") != CHECKPOINT_VERSION:
-        raise TrainingError(f"The checkpoint in {run.path} was written by another version of BiT Studio.")
+        raise TrainingError(
+            f"The checkpoint in {run.path} was written by another version of BiT Studio.", run_dir=run.path
+        )
     if dist.is_main:
         run.truncate_metrics(checkpoint["step"] if checkpoint else 0)
     return _run(config, run, split, plan, pre, device, on_progress, cancel, dist, checkpoint=checkpoint)
