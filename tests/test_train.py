@@ -275,7 +275,8 @@ def test_a_cancel_in_each_phase_ends_one_way(color_folder, tiny_bit, tmp_path, m
     status = read_status(out)
     assert status.state == "cancelled" and status.step == info.value.step and status.resumable
     assert info.value.step == {"downloading": 0, "features": 0, "training": 1, "evaluating": 3}[phase]
-    monkeypatch.undo()
+    if phase == "downloading":
+        monkeypatch.setattr(weights, "load_pretrained", real)  # the weights are there for the resume
     resumed = resume(out)
     assert resumed.status == "done" and resumed.step == 6 and read_status(out).state == "done"
 
