@@ -9,10 +9,10 @@ evaluation, estimate, export, folder prediction):
 A cancelled operation ends one way everywhere: it raises `OperationCancelled` (a `BitStudioError`, so a
 front end that shows errors shows a sensible sentence even when it forgets the case). No operation returns
 a "cancelled" result: a value returned means the work is complete. Training is the one operation that keeps
-something when cancelled: once its run folder holds the run (config, plan, split), a cancel in any phase
-(download, caching, features, training, evaluation) leaves it resumable with status.json `cancelled`, and
-the exception says where (`OperationCancelled.run_dir`) and at which step. A cancel before that (during the
-scan) leaves no run (`run_dir` is None). This holds for `train.fit`, `train.resume`, `launcher.TrainingProcess`
+something when cancelled: once training has started (the first step), a cancel in any phase (training,
+evaluation, the final evaluation) leaves the run resumable with status.json `cancelled`, and the exception
+says where (`OperationCancelled.run_dir`) and at which step. A cancel before that (scan, download, caching,
+features) leaves no run, as there is nothing to resume (`run_dir` is None). This holds for `train.fit`, `train.resume`, `launcher.TrainingProcess`
 (the exception is re-raised in the caller's process, whatever process trained) and every other long call.
 """
 

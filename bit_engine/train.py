@@ -168,10 +168,12 @@ def fit(
         The finished run. status.json then says `done`.
 
     Raises:
-        OperationCancelled: `cancel` was set. During the scan no run folder is made yet (`run_dir` None);
-            from then on the run is saved with status `cancelled` and `run_dir` says where to resume.
+        OperationCancelled: `cancel` was set. Before the first step (scan, download, caching, features)
+            nothing is kept (`run_dir` None); from the first step on the run is saved with status
+            `cancelled` and `run_dir` says where to resume.
         BitStudioError: the data cannot be trained on, the device cannot be used, the weights are missing.
-            Once the run folder exists, status.json says `failed` with the error, for every exception.
+            Before the first checkpoint nothing is kept; after it, status.json says `failed` with the error,
+            for every exception.
     """
     dist = dist or DistContext()
     cancel = _rank_cancel(cancel, dist)
@@ -199,7 +201,26 @@ def fit(
         run.write_json("dataset.json", report.to_dict(include_samples=False))
         run.write_json("split.json", split.to_dict())
         run.set_status("running", 0, plan.total_steps)
-    return _run(config, run, split, plan, pre, device, on_progress, cancel, dist, checkpoint=None)
+    return _run(
+        config, run, split, plan, pre, device, on_progress, cancel, dist, None, made_folder=out is None
+    )
+
+
+#: What `fit` writes before the first step: all of a run that never got as far as a checkpoint.
+_START_FILES = ("config.json", "plan.json", "dataset.json", "split.json", "status.json", "metrics.jsonl")
+
+
+def _discard_start(run: RunDir, remove_folder: bool) -> None:
+    """Remove what `fit` wrote for a run that ended before its first checkpoint: there is nothing to resume.
+
+    The same `out` can then be used again at once; the folder `fit` made under the runs folder goes too
+    (when empty: anything else in it stays).
+    """
+    for name in _START_FILES:
+        run.file(name).unlink(missing_ok=True)
+    if remove_folder:
+        with contextlib.suppress(OSError):
+            run.path.rmdir()
 
 
 def new_run_dir(config: TrainConfig, out: str | Path | None) -> RunDir:
@@ -279,7 +300,7 @@ def resume(
         )
     if dist.is_main:
         run.truncate_metrics(checkpoint["step"] if checkpoint else 0)
-    return _run(config, run, split, plan, pre, device, on_progress, cancel, dist, checkpoint=checkpoint)
+    return _run(config, run, split, plan, pre, device, on_progress, cancel, dist, checkpoint)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -371,8 +392,16 @@ def _recorded_step(run: RunDir) -> int:
         return 0
 
 
-def _run(config, run, split, plan, pre, device, on_progress, cancel, dist, checkpoint) -> RunResult:
-    """Train and evaluate; rank 0 leaves status.json saying how the run ended, whatever ended it."""
+def _run(
+    config, run, split, plan, pre, device, on_progress, cancel, dist, checkpoint, *, made_folder=None
+) -> RunResult:
+    """Train and evaluate; rank 0 leaves the run folder saying how the run ended, whatever ended it.
+
+    A new run (`made_folder` not None: `fit`) that ends before its first checkpoint (weights that cannot
+    be fetched, a cancel while caching or computing features) leaves no run: `_discard_start`, and a cancel
+    raises `OperationCancelled` without a `run_dir`. Otherwise status.json says `cancelled` (resumable),
+    `failed` (with the error) or, at the end, `done`.
+    """
     total = plan.total_steps
     beating = _Heartbeat(run) if dist.is_main else contextlib.nullcontext()
     try:
@@ -380,22 +409,26 @@ def _run(config, run, split, plan, pre, device, on_progress, cancel, dist, check
             return _train_and_evaluate(
                 config, run, split, plan, pre, device, on_progress, cancel, dist, checkpoint
             )
-    except OperationCancelled as exc:
-        if exc.run_dir is not None:
-            raise  # the loop saved the run and said so
-        # A cancel in the download, the cache or the features: nothing trained since the last checkpoint.
-        step = int(checkpoint["step"]) if checkpoint else 0
-        raise _cancelled(run, step, plan, dist) from exc
-    except KeyboardInterrupt:
-        # A second Ctrl-C: no checkpoint was written now, but the last one is intact.
-        if dist.is_main:
-            step = _recorded_step(run)
-            run.set_status("cancelled", step, total, f"Stopped at once; resuming continues from step {step}.")
-        raise
     except BaseException as exc:
-        if dist.is_main:
+        if not dist.is_main:
+            raise
+        if made_folder is not None and not run.exists("checkpoint.pt"):
+            _discard_start(run, made_folder)
+            if isinstance(exc, OperationCancelled):
+                raise OperationCancelled("Cancelled before training began; nothing was saved.") from exc
+            raise
+        if isinstance(exc, OperationCancelled):
+            if exc.run_dir is not None:
+                raise  # the loop saved the run and said so
+            # A cancel in the download, the cache or the features: nothing trained since the last checkpoint.
+            raise _cancelled(run, int(checkpoint["step"]) if checkpoint else 0, plan, dist) from exc
+        step = _recorded_step(run)
+        if isinstance(exc, KeyboardInterrupt):
+            # A second Ctrl-C: no checkpoint was written now, but the last one is intact.
+            run.set_status("cancelled", step, total, f"Stopped at once; resuming continues from step {step}.")
+        else:
             error = str(exc) if isinstance(exc, BitStudioError) else f"{type(exc).__name__}: {exc}"
-            run.set_status("failed", _recorded_step(run), total, f"Training failed: {error}", error=error)
+            run.set_status("failed", step, total, f"Training failed: {error}", error=error)
         raise
 
 

@@ -268,30 +268,46 @@ def test_a_cancel_in_each_phase_ends_one_way(color_folder, tiny_bit, tmp_path, m
         fit(config, on_progress=on_progress, cancel=cancel, out=out)
     assert phase in {p.phase for p in seen}
     if phase == "scanning":
-        # Nothing was decided yet: no run folder, nothing to resume.
+        # Nothing was decided yet: no run folder.
         assert info.value.run_dir is None and not out.exists()
+        return
+    if phase in ("downloading", "features"):
+        # Training had not started: nothing to resume, nothing kept, and the same folder can be used again.
+        assert info.value.run_dir is None and list(out.iterdir()) == []
+        if phase == "downloading":
+            monkeypatch.setattr(weights, "load_pretrained", real)
+        assert fit(config, out=out).status == "done"
         return
     assert info.value.run_dir == out
     status = read_status(out)
     assert status.state == "cancelled" and status.step == info.value.step and status.resumable
-    assert info.value.step == {"downloading": 0, "features": 0, "training": 1, "evaluating": 3}[phase]
-    if phase == "downloading":
-        monkeypatch.setattr(weights, "load_pretrained", real)  # the weights are there for the resume
+    assert info.value.step == {"training": 1, "evaluating": 3}[phase]
     resumed = resume(out)
     assert resumed.status == "done" and resumed.step == 6 and read_status(out).state == "done"
 
 
-def test_a_failure_after_the_folder_exists_says_failed(color_folder, tiny_bit, tmp_path, monkeypatch):
+def test_a_failure_after_a_checkpoint_says_failed_and_resume_finishes(
+    color_folder, tiny_bit, tmp_path, monkeypatch
+):
     from bit_engine.runs import read_status
+
+    real = train.loss_and_top1
 
     def broken(*args, **kwargs):
         raise RuntimeError("a native library crashed")
 
-    monkeypatch.setattr(train, "_datasets", broken)
+    monkeypatch.setattr(train, "loss_and_top1", broken)  # the first evaluation, after step 3's checkpoint
     with pytest.raises(RuntimeError):
-        fit(_config(color_folder, tiny_bit, strategy="head"), out=tmp_path / "run")
+        # A checkpoint after every step (any time is past a millionth of a minute).
+        config = _config(
+            color_folder, tiny_bit, strategy="head", steps=6, evaluations=2, checkpoint_minutes=1e-6
+        )
+        fit(config, out=tmp_path / "run")
     status = read_status(tmp_path / "run")
     assert status.state == "failed" and "RuntimeError: a native library crashed" in status.error
+    assert status.resumable
+    monkeypatch.setattr(train, "loss_and_top1", real)
+    assert resume(tmp_path / "run").status == "done" and read_status(tmp_path / "run").state == "done"
 
 
 # --------------------------------------------------------------------------------------------------------------
