@@ -9,7 +9,7 @@ Three parts, each printed with its figures:
 2. **The schedule.** Wall time of `train.fit` with the HyperRule's own plan (500 steps of 512 images for a
    small task) on a generated folder of `--images` photos of 500x375, evaluations included: what a user
    waits for. `--fit-steps`/`--fit-batch`/`--fit-size` shorten it (e.g. on a CPU, to check the script).
-3. **Data parallel.** With two or more GPUs, the same `fit` through `distributed.launch` on 2 devices
+3. **Data parallel.** With two or more GPUs, the same `fit` through `launcher.launch` on 2 devices
    against 1, and the ratio.
 
 Goal on an H100-class GPU: 1,000 training images/s or more at 384 px for BiT-M-R50x1, so the small-data
@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bit_engine import distributed, models, train
+from bit_engine import launcher, models, train
 from bit_engine.config import TrainConfig
 from bit_engine.devices import autocast_dtype, prepare_for_device, resolve_device
 
@@ -112,7 +112,7 @@ def step_speed(args, device: torch.device) -> None:
 
 def timed_fit(config: TrainConfig, out: Path, devices: list[str] | None) -> tuple[float, train.RunResult]:
     started = time.perf_counter()
-    result = train.fit(config, out=out) if devices is None else distributed.launch(config, devices, out=out)
+    result = train.fit(config, out=out) if devices is None else launcher.launch(config, devices, out=out)
     return time.perf_counter() - started, result
 
 

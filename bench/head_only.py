@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from bit_engine import frozen, train
+from bit_engine import frozen, train, trainers
 from bit_engine.config import TrainConfig
 from bit_engine.demo import DEMO_CLASSES, draw_sample
 
@@ -75,15 +75,15 @@ def timed_fit(config: TrainConfig, out: Path, legacy: bool) -> dict[str, float]:
             marks["features_end"] = now
         marks.setdefault(f"first_{p.phase}", now)
 
-    original = train.freeze, train._one_cpu_thread
+    original = trainers.freeze, trainers.one_cpu_thread
     if legacy:
-        train.freeze, train._one_cpu_thread = legacy_freeze, lambda device: contextlib.nullcontext()
+        trainers.freeze, trainers.one_cpu_thread = legacy_freeze, lambda device: contextlib.nullcontext()
     try:
         started = time.perf_counter()
         result = train.fit(config, on_progress, out=out)
         ended = time.perf_counter()
     finally:
-        train.freeze, train._one_cpu_thread = original
+        trainers.freeze, trainers.one_cpu_thread = original
     after_scan = marks.get("after_scan", started)
     return {
         "total": ended - after_scan,

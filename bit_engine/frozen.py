@@ -41,6 +41,7 @@ rebuilt.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -49,6 +50,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,6 +58,7 @@ from torch import nn
 
 from bit_engine import locations
 from bit_engine.fileio import atomic_write_json
+from bit_engine.models import StdConv2d
 
 #: Features and logits of every path agree with float32 eager within this (max absolute difference).
 TOLERANCE = 1e-4
@@ -126,10 +129,69 @@ class _FeatureGraph(nn.Module):
         return self.net.features(x)
 
 
+def _unwrap(model: nn.Module) -> nn.Module:
+    # DistributedDataParallel keeps the model in `.module`, torch.compile in `._orig_mod`.
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def cpu_float_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` on the CPU in float32, in eval mode, without gradients.
+
+    The parameters are copied straight to the CPU (via deepcopy's memo) so that a big model trained on a GPU
+    is never duplicated in GPU memory.
+    """
+    model = _unwrap(model)
+    memo: dict[int, Any] = {}
+    for p in model.parameters():
+        value = p.detach().to("cpu", torch.float32 if p.is_floating_point() else p.dtype, copy=True)
+        memo[id(p)] = nn.Parameter(value, requires_grad=False)
+    for b in model.buffers():
+        memo[id(b)] = b.detach().to("cpu", torch.float32 if b.is_floating_point() else b.dtype, copy=True)
+    clone = copy.deepcopy(model, memo)
+    return clone.eval()
+
+
+@torch.no_grad()
+def fold_weight_standardization(model: nn.Module) -> nn.Module:
+    """Replace every `StdConv2d` in `model` (in place) by an `nn.Conv2d` holding its standardized weight.
+
+    Call it on a copy (`cpu_float_copy`). The result computes the same function without re-standardizing the
+    weights on every forward, and exports as plain Conv nodes.
+
+    Returns:
+        `model`, for chaining.
+    """
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, StdConv2d):
+                continue
+            # Built on the meta device: random initialisation of the big models' weights would be wasted time.
+            conv = nn.Conv2d(
+                child.in_channels,
+                child.out_channels,
+                child.kernel_size,
+                stride=child.stride,
+                padding=child.padding,
+                dilation=child.dilation,
+                groups=child.groups,
+                bias=child.bias is not None,
+                padding_mode=child.padding_mode,
+                device="meta",
+            )
+            conv.weight = nn.Parameter(child.standardized_weight().detach().clone(), requires_grad=False)
+            if child.bias is not None:
+                conv.bias = nn.Parameter(child.bias.detach().clone(), requires_grad=False)
+            conv.train(child.training)
+            setattr(parent, name, conv)
+    return model
+
+
 def folded_copy(model: nn.Module) -> nn.Module:
     """A CPU float32 eval-mode copy of `model` with Weight Standardization folded into plain convolutions."""
-    from bit_engine.export import cpu_float_copy, fold_weight_standardization
-
     return fold_weight_standardization(cpu_float_copy(model))
 
 
@@ -235,8 +297,6 @@ def _reference_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Float32 eager features on the CPU, WS recomputed as in training: what every path must match."""
     tensors = [*model.parameters(), *model.buffers()]
     if any(t.device.type != "cpu" or (t.is_floating_point() and t.dtype != torch.float32) for t in tensors):
-        from bit_engine.export import cpu_float_copy
-
         return cpu_float_copy(model).features(x)
     was_training = model.training
     model.eval()

@@ -1,0 +1,215 @@
+"""How long a run would take on this device: a few timed micro-steps, extrapolated to the whole schedule."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from bit_engine.config import TrainConfig
+from bit_engine.devices import autocast_dtype, prepare_for_device, resolve_device
+from bit_engine.models import create_model
+from bit_engine.preparation import Prepared, make_plan, prepare
+from bit_engine.progress import CancelFlag, OperationCancelled, Progress, ProgressCallback
+from bit_engine.trainers import auto_micro_batch, one_cpu_thread
+from bit_engine.units import describe_duration
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """How long a run would take on this device, from a few timed micro-steps.
+
+    Attributes:
+        strategy: full, head or scratch.
+        seconds: the whole run, evaluations included.
+        seconds_per_image: one training image (forward and backward; forward only for `head`).
+        micro_batch: images per forward pass used for the timing.
+        device: where it was timed.
+        text: the estimate in words.
+    """
+
+    strategy: str
+    seconds: float
+    seconds_per_image: float
+    micro_batch: int
+    device: str
+    text: str
+
+    def to_dict(self) -> dict:
+        return {
+            k: getattr(self, k)
+            for k in ("strategy", "seconds", "seconds_per_image", "micro_batch", "device", "text")
+        }
+
+
+def estimate(
+    config: TrainConfig | Prepared,
+    num_train: int | None = None,
+    num_val: int | None = None,
+    median_size: tuple[int, int] | None = None,
+    timed_steps: int = 2,
+    *,
+    on_progress: ProgressCallback | None = None,
+    cancel: CancelFlag | None = None,
+) -> Estimate:
+    """Time a few micro-steps of `config` on its device and extrapolate to the whole schedule.
+
+    Args:
+        config: the run, or a `Prepared` one (its scan and plan are used: nothing is scanned again).
+        num_train, num_val, median_size: the dataset's sizes, for a plain config (else it is scanned).
+        timed_steps: micro-steps timed after one warm-up.
+        on_progress: receives "estimating" `Progress`, counting micro-steps.
+        cancel: checked between micro-steps.
+
+    Weights are random for the timing of full fine-tuning: speed does not depend on them, and nothing is
+    downloaded. The head strategy uses the pre-trained weights when they are on disk (see `_estimate_head`).
+
+    Raises:
+        OperationCancelled: `cancel` was set.
+        DeviceError: the config's device cannot be used.
+    """
+    if isinstance(config, Prepared):
+        prepared, config = config, config.config
+        num_train, num_val, plan = prepared.num_train, prepared.num_val, prepared.plan
+    else:
+        if num_train is None or median_size is None:
+            prepared = prepare(config, cancel=cancel)
+            num_train, num_val, median_size = (
+                prepared.num_train,
+                prepared.num_val,
+                prepared.report.median_size,
+            )
+        plan = make_plan(config, num_train, median_size)
+    num_val = num_val or 0
+    device = resolve_device(config.device)
+    total = timed_steps + 1
+
+    def tick(done: int) -> None:
+        if cancel is not None and cancel.is_set():
+            raise OperationCancelled("Estimate cancelled.")
+        if on_progress is not None:
+            on_progress(Progress("estimating", done, total, message=config.strategy))
+
+    if config.strategy == "head":
+        return _estimate_head(config, plan, device, num_train, num_val, tick, total)
+    model = create_model(config.model, num_classes=2, zero_head=False)
+    model, memory_format = prepare_for_device(model, device)
+    mb = config.micro_batch or auto_micro_batch(config.model, plan.crop, plan.batch, device)
+    mb = min(mb, 8 if device.type == "cpu" else mb)  # a timing, not a run: keep it short on a CPU
+    x = torch.randn(mb, 3, plan.crop, plan.crop, device=device).contiguous(memory_format=memory_format)
+    y = torch.zeros(mb, dtype=torch.long, device=device)
+    dtype = autocast_dtype(device, config.precision)
+
+    def micro_step() -> None:
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            model.train()
+            F.cross_entropy(model(x).float(), y).backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    tick(0)
+    micro_step()  # warm-up: allocator, kernel selection
+    tick(1)
+    t = time.perf_counter()
+    for i in range(timed_steps):
+        micro_step()
+        if i < timed_steps - 1:
+            tick(2 + i)
+    elapsed = time.perf_counter() - t
+    tick(total)
+    per_image = elapsed / (timed_steps * mb)
+    # Evaluation is forward-only (about a third of a training step per image), ~evaluations+1 times; a
+    # checkpoint (weights and momentum: twice the model) at each evaluation, and the final model.
+    seconds = per_image * (plan.total_steps * plan.batch + (config.evaluations + 1) * num_val / 3)
+    seconds += (config.evaluations + 2) * 2 * _save_seconds(model)
+    how = f"{plan.total_steps:,} steps of {plan.batch} images at {plan.crop}x{plan.crop}"
+    text = f"About {describe_duration(seconds)} on {device.type.upper()} ({how})."
+    return Estimate(config.strategy, seconds, per_image, mb, str(device), text)
+
+
+def _save_seconds(model: torch.nn.Module) -> float:
+    """Time to serialize the model's weights once (what a checkpoint or model.pt costs, disk aside)."""
+    t = time.perf_counter()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, io.BytesIO())
+    return time.perf_counter() - t
+
+
+def _sample_images(folder: str, limit: int) -> list[str]:
+    """Up to `limit` image files under `folder` (the first found: no scan, no sort of a large folder)."""
+    from bit_engine.images import is_image_name
+
+    found: list[str] = []
+    for root, _, names in os.walk(folder):
+        found += [os.path.join(root, n) for n in names if is_image_name(n)][: limit - len(found)]
+        if len(found) >= limit:
+            break
+    return found
+
+
+def _estimate_head(config, plan, device: torch.device, num_train: int, num_val: int, tick, total) -> Estimate:
+    """The head strategy's time: preparing the frozen backbone, one feature pass, the head steps, the saves.
+
+    With the pre-trained weights already on disk, the backbone is prepared exactly as the run will (on the
+    CPU that builds the cached onnxruntime graph now, and the run then finds it); otherwise random weights of
+    the same shape are timed and the graph's build time is counted in. Decoding is timed on a few of the
+    folder's own photos: for small inputs it costs as much as the forward pass.
+    """
+    from bit_engine import frozen, weights
+    from bit_engine.transforms import decode_resized
+
+    tick(0)
+    model = create_model(config.model, num_classes=2, zero_head=False)
+    prepared_now = False
+    t = time.perf_counter()
+    with contextlib.suppress(Exception):  # missing weights: time random ones of the same shape
+        weights.load_pretrained(model, config.model, download_if_missing=False)
+        prepared_now = True
+    load = time.perf_counter() - t if prepared_now else 0.0
+    runner = frozen.freeze(model, device, plan.crop, cache=prepared_now)
+    tick(1)
+    # The run pays the cache lookup when the graph was built here, the build itself otherwise.
+    if prepared_now:
+        prepare_s = frozen.freeze(model, device, plan.crop).seconds_to_prepare
+    else:
+        prepare_s = runner.seconds_to_prepare
+    mb = runner.batch_size
+    x = torch.randn(mb, 3, plan.crop, plan.crop).clamp_(-2.5, 2.5)
+    runner.features(x)  # warm-up: allocator, kernel selection
+    t = time.perf_counter()
+    feats = runner.features(x)
+    forward = (time.perf_counter() - t) / mb
+    paths = _sample_images(config.data_dir, 6)
+    decode = 0.0
+    if paths:
+        t = time.perf_counter()
+        for path in paths:
+            with contextlib.suppress(Exception):
+                decode_resized(path, plan.crop)
+        decode = (time.perf_counter() - t) / len(paths)
+    # Head steps: the real computation on features of the real width, on one thread as the run does.
+    opt = torch.optim.SGD(model.head_parameters(), lr=0.0, momentum=0.9)
+    f = feats[torch.randint(0, mb, (plan.batch,))]
+    y = torch.zeros(plan.batch, dtype=torch.long)
+    t = time.perf_counter()
+    with one_cpu_thread(device):
+        for _ in range(3):
+            F.cross_entropy(model.classify(f), y).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    head_step = (time.perf_counter() - t) / 3
+    # A checkpoint (the whole model) at each evaluation and at the end, and the final model.
+    save = _save_seconds(model)
+    tick(total)
+    images = num_train + num_val
+    per_image = forward + decode
+    seconds = (
+        load + prepare_s + images * per_image + plan.total_steps * head_step + (config.evaluations + 2) * save
+    )
+    how = f"computing features of {images:,} images once, then {plan.total_steps} quick head steps"
+    text = f"About {describe_duration(seconds)} on {device.type.upper()} ({how})."
+    return Estimate(config.strategy, seconds, per_image, mb, str(device), text)
