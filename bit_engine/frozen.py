@@ -267,9 +267,25 @@ class FrozenModel:
         return self.classify(self.features(x))
 
 
+def _gpu_has_room_for(model: nn.Module, device: torch.device) -> bool:
+    weights = sum(t.numel() * 4 for t in [*model.parameters(), *model.buffers()])
+    try:
+        free, _ = torch.cuda.mem_get_info(device)
+    except Exception:  # no way to tell: the copy is small next to activations for these models
+        return True
+    return free > 3 * weights
+
+
 def _eager(model, device, reason, started) -> FrozenModel:
-    folded = folded_copy(model)
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    if device.type == "cuda" and not _gpu_has_room_for(model, device):
+        # Mid-training on a full GPU (R152x4's weights are 3.7 GB): the model itself, WS recomputed per call,
+        # rather than a second copy of the weights that could run the GPU out of memory.
+        model.to(memory_format=memory_format)
+        reason = "eager PyTorch, WS recomputed per call (no GPU memory to spare for a folded copy)"
+        elapsed = time.perf_counter() - started
+        return FrozenModel(model, model, "eager", device, memory_format, CUDA_BATCH, reason, elapsed)
+    folded = folded_copy(model)
     folded = folded.to(device=device, memory_format=memory_format).eval()
     batch = CUDA_BATCH if device.type == "cuda" else CPU_BATCH
     elapsed = time.perf_counter() - started
