@@ -91,7 +91,7 @@ from torch import nn
 
 from bit_engine import __version__
 from bit_engine.errors import BitStudioError
-from bit_engine.models import _DEPTHS, Normalization, ResNetV2, StdConv2d
+from bit_engine.models import DEPTHS, Normalization, ResNetV2, StdConv2d
 
 # Metadata keys (see the module docstring for their values).
 META_FORMAT_VERSION = "bit_studio.format_version"
@@ -298,7 +298,7 @@ def describe_backbone(model: nn.Module) -> str:
     if isinstance(model, ResNetV2):
         depths = tuple(len(block) for block in model.body)
         width = model.root.conv.out_channels // 64
-        for depth, units in _DEPTHS.items():
+        for depth, units in DEPTHS.items():
             if units == depths:
                 return f"R{depth}x{width}"
         return f"ResNetV2{list(depths)}x{width}"

@@ -1,8 +1,8 @@
 """Predict with an exported model: the same image preparation as evaluation, with onnxruntime.
 
-`prepare` is the single definition of how an image becomes model input at test time (the BiT test transform:
-resize the WHOLE image to the square input size with bilinear filtering; no crop, aspect ratio not kept). The
-training loop imports it for evaluation, so the accuracy it reports is the accuracy the exported file gets.
+`prepare` (`images.to_model_input`) is the single definition of how an image becomes model input at test time
+(the BiT test transform: resize the WHOLE image to the square input size with bilinear filtering; no crop,
+aspect ratio not kept). The training loop evaluates with it too, so the accuracy it reports is the accuracy the exported file gets.
 PIL's BILINEAR filter is antialiased when shrinking, which is also what torchvision's v2 ``Resize`` does on
 PIL images; everything after the resize (scale, normalization, channel order) happens inside the exported
 graph (see `bit_engine.export`).
@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from bit_engine.errors import BitStudioError
-from bit_engine.images import ImageError, open_rgb
+from bit_engine.images import ImageError, open_rgb, to_model_input
 
 # The metadata keys are defined once, in export.py; importing it would pull in torch, which prediction
 # does not need, so they are repeated here and a test checks that both agree.
@@ -58,23 +58,9 @@ def _open_rgb(path: str | os.PathLike) -> Image.Image:
     return open_rgb(path)
 
 
-def prepare(image: Image.Image, size: int | tuple[int, int]) -> np.ndarray:
-    """The test-time transform: the whole image resized to the model input, as uint8 ``H x W x 3`` RGB.
-
-    Args:
-        image: a PIL image, ideally from `bit_engine.images.open_rgb` (EXIF orientation applied, RGB). Other
-            modes are converted with ``Image.convert("RGB")``.
-        size: the square side in pixels, or (height, width).
-
-    Returns:
-        A C-contiguous uint8 array, channels last: what the exported graph's ``images`` input takes.
-    """
-    height, width = (size, size) if isinstance(size, int) else size
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.BILINEAR)
-    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+prepare = (
+    to_model_input  # the test-time transform, defined once in images.py (training evaluates with it too)
+)
 
 
 def _default_providers() -> list[str]:
