@@ -28,6 +28,7 @@ from PIL import Image
 
 from bit_engine.errors import BitStudioError
 from bit_engine.images import ImageError, open_rgb, to_model_input
+from bit_engine.progress import CancelFlag, OperationCancelled, Progress, ProgressCallback
 
 # The metadata keys are defined once, in export.py; importing it would pull in torch, which prediction
 # does not need, so they are repeated here and a test checks that both agree.
@@ -227,12 +228,23 @@ class Predictor:
         return results
 
     def predict_folder(
-        self, folder: str | os.PathLike, batch_size: int = 16, top_k: int = 5, recursive: bool = True
+        self,
+        folder: str | os.PathLike,
+        batch_size: int = 16,
+        top_k: int = 5,
+        recursive: bool = True,
+        *,
+        on_progress: ProgressCallback | None = None,
+        cancel: CancelFlag | None = None,
     ) -> Iterator[tuple[Path, list[Prediction] | ImageError]]:
         """Predict every file of a folder, streamed in batches, in sorted path order.
 
         Hidden files (names starting with ".") are ignored. A file that is not a readable image is not fatal:
         it comes out as ``(path, error)`` with the reason, in its place in the order.
+
+        Args:
+            on_progress: receives "predicting" `Progress`, counting the folder's files as they are read.
+            cancel: checked between files; a cancel raises `OperationCancelled` (what was yielded stays).
 
         Yields:
             ``(path, predictions)`` or ``(path, error)``.
@@ -249,7 +261,12 @@ class Predictor:
                 yield path, (item if isinstance(item, ImageError) else self._top_k(next(probs), top_k))
             pending.clear()
 
-        for path in _image_candidates(folder, recursive):
+        candidates = _image_candidates(folder, recursive)
+        for done, path in enumerate(candidates):
+            if cancel is not None and cancel.is_set():
+                raise OperationCancelled("Prediction cancelled.")
+            if on_progress is not None:
+                on_progress(Progress("predicting", done, len(candidates)))
             try:
                 pending.append((path, self.prepare(path)))
             except ImageError as error:
@@ -257,6 +274,8 @@ class Predictor:
             if sum(isinstance(item, np.ndarray) for _, item in pending) >= batch_size:
                 yield from flush()
         yield from flush()
+        if on_progress is not None:
+            on_progress(Progress("predicting", len(candidates), len(candidates)))
 
 
 def _image_candidates(folder: Path, recursive: bool) -> list[Path]:
