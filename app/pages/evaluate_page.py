@@ -307,6 +307,7 @@ class EvaluatePage(QWidget):
         self.summary_label.setObjectName("evaluationSummary")
         self.summary_label.setAccessibleName("What was evaluated")
         self.summary_label.setWordWrap(True)
+        self.summary_label.setTextFormat(Qt.TextFormat.PlainText)  # folder and class names are data
         self.folder_button = QPushButton("Evaluate on another folder…", self)
         self.folder_button.setObjectName("evaluateFolderButton")
         self.folder_button.setAccessibleName("Evaluate on another labelled folder")
@@ -333,6 +334,7 @@ class EvaluatePage(QWidget):
         self.message.setObjectName("evaluateMessage")
         self.message.setAccessibleName("Evaluation message")
         self.message.setWordWrap(True)
+        self.message.setTextFormat(Qt.TextFormat.PlainText)
         self.message.hide()
 
         numbers = QVBoxLayout()
@@ -420,6 +422,7 @@ class EvaluatePage(QWidget):
         self.cell_label.setObjectName("cellLabel")
         self.cell_label.setAccessibleName("Images shown")
         self.cell_label.setWordWrap(True)
+        self.cell_label.setTextFormat(Qt.TextFormat.PlainText)
         self.gallery = MistakeGallery(self.thumbnails, self)
         self.gallery.setObjectName("mistakeGallery")
         self.gallery.setAccessibleName("Images of the chosen cell")
