@@ -331,3 +331,14 @@ def test_class_names_are_shown_as_text_never_as_markup(qtbot):
         label.textFormat() == Qt.TextFormat.PlainText
         for label in detail.bars.findChildren(type(detail.title))
     )
+
+
+def test_cancelling_another_folder_keeps_what_was_shown(qtbot, page, run, tmp_path):
+    folder = make_confusing_folder(tmp_path / "test set")
+    _load(qtbot, page, run)
+    page.evaluate_folder(str(folder))
+    assert page.cancel_button.isVisible()
+    qtbot.mouseClick(page.cancel_button, Qt.MouseButton.LeftButton)  # before the engine's first check
+    qtbot.waitUntil(lambda: not page.progress.isVisible(), timeout=60_000)
+    assert page.message.text() == "Evaluation cancelled."
+    assert page.evaluation.is_validation and page.folder_button.isEnabled()
