@@ -141,11 +141,12 @@ def _save_seconds(model: torch.nn.Module) -> float:
 
 def _sample_images(folder: str, limit: int) -> list[str]:
     """Up to `limit` image files under `folder` (the first found: no scan, no sort of a large folder)."""
-    from bit_engine.images import is_image_name
+    from bit_engine.images import IMAGE_SUFFIXES
 
     found: list[str] = []
     for root, _, names in os.walk(folder):
-        found += [os.path.join(root, n) for n in names if is_image_name(n)][: limit - len(found)]
+        photos = [n for n in names if os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES]
+        found += [os.path.join(root, n) for n in photos][: limit - len(found)]
         if len(found) >= limit:
             break
     return found
