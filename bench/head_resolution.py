@@ -30,7 +30,7 @@ from PIL import Image
 
 from bit_engine import frozen, weights
 from bit_engine.demo import DEMO_CLASSES, draw_sample
-from bit_engine.inference import prepare
+from bit_engine.images import to_model_input
 from bit_engine.models import create_model, get_spec
 
 
@@ -67,7 +67,7 @@ def shapes(per_class: int, size: tuple[int, int], seed: int) -> tuple[list[Image
 def features(runner, images: list[Image.Image], size: int, mean, std) -> np.ndarray:
     out = []
     for i in range(0, len(images), 32):
-        batch = np.stack([prepare(im, size) for im in images[i : i + 32]]).astype(np.float32) / 255.0
+        batch = np.stack([to_model_input(im, size) for im in images[i : i + 32]]).astype(np.float32) / 255.0
         x = torch.from_numpy((batch - np.array(mean, np.float32)) / np.array(std, np.float32)).permute(
             0, 3, 1, 2
         )
