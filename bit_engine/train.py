@@ -353,39 +353,28 @@ def fit(
         return _run(config, run, split, plan, pre, device, on_progress, cancel, dist, checkpoint=None)
     except BaseException as exc:
         if dist.is_main:
-            _failed_start(run, exc, remove_folder=out is None)
+            _failed_start(run, exc)
         raise
 
 
-#: What `fit` writes before the first step: all of a run that never got as far as a checkpoint.
-_START_FILES = ("config.json", "plan.json", "dataset.json", "split.json", "status.json", "metrics.jsonl")
+def _failed_start(run: RunDir, exc: BaseException) -> None:
+    """Never leave a run saying "running" after it failed (weights that could not be fetched, a lost process).
 
-
-def _failed_start(run: RunDir, exc: BaseException, remove_folder: bool) -> None:
-    """Never leave a run saying "running" after it failed (weights that could not be fetched, ...).
-
-    Without a checkpoint there is nothing to resume: the files `fit` wrote are removed (and the folder it
-    made under the runs folder, when empty), so that the same `--out` can be used again at once. With one,
-    the run is marked failed, with the reason, and can be resumed.
+    The run is marked failed, with the reason. It can be resumed (from its last checkpoint, or from the
+    start), and a run that failed before its first checkpoint does not block its folder: `fit` may start
+    again in it (see `_new_run_dir`).
     """
-    if run.exists("checkpoint.pt"):
-        status = run.read_json("status.json") if run.exists("status.json") else {}
-        run.set_status(
-            "failed", status.get("step", 0), status.get("total_steps", 0), str(exc) or type(exc).__name__
-        )
-        return
-    for name in _START_FILES:
-        run.file(name).unlink(missing_ok=True)
-    if remove_folder:
-        with contextlib.suppress(OSError):  # not empty: something else is in it, so it stays
-            run.path.rmdir()
+    status = run.read_json("status.json") if run.exists("status.json") else {}
+    run.set_status(
+        "failed", status.get("step", 0), status.get("total_steps", 0), str(exc) or type(exc).__name__
+    )
 
 
 def _new_run_dir(config: TrainConfig, out: str | Path | None) -> RunDir:
     if out is None:
         return RunDir.create(config.data_dir, config.model)
     run = RunDir(out)
-    if run.exists("config.json"):
+    if run.exists("config.json") and not _failed_before_checkpoint(run):
         raise TrainingError(f"{run.path} already holds a run. Resume it, or choose another folder.")
     try:
         run.path.mkdir(parents=True, exist_ok=True)
@@ -394,6 +383,15 @@ def _new_run_dir(config: TrainConfig, out: str | Path | None) -> RunDir:
             f"Cannot make the run folder {run.path} ({exc.strerror or exc}). Choose another folder."
         ) from exc
     return run
+
+
+def _failed_before_checkpoint(run: RunDir) -> bool:
+    """A run that failed with nothing trained to keep: a new run may take its folder."""
+    try:
+        state = run.read_json("status.json").get("state")
+    except BitStudioError:
+        return False
+    return state == "failed" and not run.exists("checkpoint.pt")
 
 
 def _rank_cancel(cancel, dist: DistContext):
