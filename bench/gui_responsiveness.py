@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtCore import QObject, Qt, QTimer  # noqa: E402
+from PySide6.QtCore import QObject, Qt, QTimer
 
 #: A stall longer than this is one a user notices (a frame and a half at 30 fps; the goal's bound).
 STALL_MS = 50.0
@@ -105,10 +104,10 @@ class LatencyProbe(QObject):
 
 def _run_once(data_dir: Path, strategy: str, steps: int, isolate: bool, timeout_s: float) -> dict:
     """Train once through the Train step while the probe runs; the stalls from Start and after start-up."""
-    from PySide6.QtWidgets import QApplication
-
     from app.pages.train_page import TrainPage
     from app.state import AppState
+    from PySide6.QtWidgets import QApplication
+
     from bit_engine.config import TrainConfig
 
     app = QApplication.instance()
