@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMainWindow,
+    QMessageBox,
     QPushButton,
     QStackedWidget,
     QStyle,
@@ -49,6 +50,7 @@ STEPS = (
     Step("data", "Data", "app.pages.data_page", "DataPage", "Your labelled photos"),
     Step("plan", "Plan", "app.pages.plan_page", "PlanPage", "Model, device, settings"),
     Step("train", "Train", "app.pages.train_page", "TrainPage", "Fine-tune the model"),
+    Step("runs", "Runs", "app.pages.runs_page", "RunsPage", "Past runs: reopen, resume"),
     Step("evaluate", "Evaluate", "app.pages.evaluate_page", "EvaluatePage", "What it gets wrong"),
     Step("predict", "Predict", "app.pages.predict_page", "PredictPage", "Use the exported model"),
 )
@@ -222,6 +224,7 @@ class MainWindow(QMainWindow):
         ):
             signal.connect(self._update_steps)
         self.state.folderChanged.connect(self._on_folder_changed)
+        self.pages["runs"].resumeRequested.connect(self._on_resume_requested)
         self._update_steps()
         self.step_list.setCurrentRow(0)
         self._restore_geometry()
@@ -265,7 +268,9 @@ class MainWindow(QMainWindow):
             )
         else:
             plan = (None, None)
-        if plan[0] is not None:
+        if s.run_dir:
+            train = (None, None)  # a run to resume or look at, with or without a plan
+        elif plan[0] is not None:
             train = plan
         elif s.config is None:
             train = ("Choose a model and settings first (the Plan step).", "plan")
@@ -274,11 +279,12 @@ class MainWindow(QMainWindow):
         if s.run_dir and (Path(s.run_dir) / "model.pt").is_file():
             evaluate = (None, None)
         else:
-            evaluate = ("Train a model first, or pick a finished run in the Train step.", "train")
+            evaluate = ("Train a model first, or pick a finished run in the Runs step.", "runs")
         return {
             "data": (None, None),
             "plan": plan,
             "train": train,
+            "runs": (None, None),
             "evaluate": evaluate,
             "predict": (None, None),
         }
@@ -394,7 +400,23 @@ class MainWindow(QMainWindow):
         for page in self.pages.values():
             page.shutdown()
 
+    def _on_resume_requested(self, run_dir: str) -> None:
+        self.state.set_run(run_dir)
+        self.go_to("train")
+        self.pages["train"].resume(run_dir)
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        if self.pages["train"].is_training():
+            answer = QMessageBox.question(
+                self,
+                "BiT Studio",
+                "Stop training and close? The run can be resumed later.",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                QMessageBox.StandardButton.No,
+            )
+            if answer != QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return
         self.shutdown()
         settings.update(window_geometry=bytes(self.saveGeometry().toHex()).decode("ascii"))
         super().closeEvent(event)

@@ -104,10 +104,10 @@ class LatencyProbe(QObject):
 
 def _run_once(data_dir: Path, strategy: str, steps: int, isolate: bool, timeout_s: float) -> dict:
     """Train once through the Train step while the probe runs; the stalls from Start and after start-up."""
-    from app.pages.train_page import TrainPage
-    from app.state import AppState
     from PySide6.QtWidgets import QApplication
 
+    from app.pages.train_page import TrainPage
+    from app.state import AppState
     from bit_engine.config import TrainConfig
 
     app = QApplication.instance()

@@ -53,17 +53,26 @@ class TrainingCharts(QWidget):
 
     Args:
         parent: the owning widget.
+        prefix: put before the charts' object names ("run" gives runLossChart, ...), for a second set of
+            charts in the same window.
     """
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, parent: QWidget | None = None, prefix: str = ""):
         super().__init__(parent)
         self.series = {name: _Series() for name in ("train_loss", "val_loss", "val_accuracy", "lr")}
         self._dirty = False
         self._total_steps = 0
 
-        self.loss_chart = self._chart("lossChart", "Loss", "Loss: training (line) and validation (dots)")
-        self.accuracy_chart = self._chart("accuracyChart", "Validation accuracy (%)", "Validation accuracy")
-        self.lr_chart = self._chart("lrChart", "Learning rate", "Learning rate")
+        def name(base: str) -> str:
+            return prefix + base[0].upper() + base[1:] if prefix else base
+
+        self.loss_chart = self._chart(
+            name("lossChart"), "Loss", "Loss: training (line) and validation (dots)"
+        )
+        self.accuracy_chart = self._chart(
+            name("accuracyChart"), "Validation accuracy (%)", "Validation accuracy"
+        )
+        self.lr_chart = self._chart(name("lrChart"), "Learning rate", "Learning rate")
         self.accuracy_chart.setYRange(0, 100, padding=0.02)
         self.loss_chart.addLegend(offset=(-10, 10), labelTextSize="8pt")
 
@@ -102,7 +111,7 @@ class TrainingCharts(QWidget):
             axis.setPen(palette.color(QPalette.ColorRole.Mid))
         chart.showGrid(x=True, y=True, alpha=0.15)
         chart.setMenuEnabled(False)
-        chart.setMinimumSize(180, 140)
+        chart.setMinimumSize(120, 110)
         chart.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         return chart
 
