@@ -187,7 +187,9 @@ class MainWindow(QMainWindow):
         self.step_list.setFixedWidth(210)
         self.step_list.setFrameShape(QListWidget.Shape.NoFrame)
         self.step_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.step_list.setStyleSheet("QListWidget#stepList { background: palette(window); }")
+        self.step_list.setStyleSheet(
+            "QListWidget#stepList { background: palette(window); border-right: 1px solid palette(mid); }"
+        )
         self.stack = QStackedWidget()
         self.stack.setObjectName("stepStack")
 
@@ -256,42 +258,42 @@ class MainWindow(QMainWindow):
         """Why step `key` cannot be used now; None when it can."""
         return self._reasons.get(key)
 
-    def _availability(self) -> dict[str, tuple[str | None, str | None]]:
-        """Step key -> (why it cannot be used or None, the step that unblocks it)."""
+    def _availability(self) -> dict[str, tuple[str | None, str, str | None]]:
+        """Step key -> (why it cannot be used or None, the same in a few words, the step that unblocks it)."""
         s = self.state
+        ok = (None, "", None)
         if s.report is None:
-            plan = ("Open a folder of labelled photos first (the Data step).", "data")
+            plan = ("Open a folder of labelled photos first (the Data step).", "Open a folder first", "data")
         elif not s.report.ok:
             plan = (
                 "The folder cannot be trained on yet: see what the Data step says, fix it, rescan.",
+                "Fix the folder first",
                 "data",
             )
         else:
-            plan = (None, None)
-        if s.run_dir:
-            train = (None, None)  # a run to resume or look at, with or without a plan
+            plan = ok
+        training = "train" in self.pages and self.pages["train"].is_training()
+        if s.run_dir or training:
+            train = ok  # a run to follow, resume or look at, with or without a plan
         elif plan[0] is not None:
             train = plan
         elif s.config is None:
-            train = ("Choose a model and settings first (the Plan step).", "plan")
+            train = ("Choose a model and settings first (the Plan step).", "Make a plan first", "plan")
         else:
-            train = (None, None)
+            train = ok
         if s.run_dir and (Path(s.run_dir) / "model.pt").is_file():
-            evaluate = (None, None)
+            evaluate = ok
         else:
-            evaluate = ("Train a model first, or pick a finished run in the Runs step.", "runs")
-        return {
-            "data": (None, None),
-            "plan": plan,
-            "train": train,
-            "runs": (None, None),
-            "evaluate": evaluate,
-            "predict": (None, None),
-        }
+            evaluate = (
+                "Train a model first, or pick a finished run in the Runs step.",
+                "Train a model first",
+                "runs",
+            )
+        return {"data": ok, "plan": plan, "train": train, "runs": ok, "evaluate": evaluate, "predict": ok}
 
     def _update_steps(self, *_args) -> None:
         by_key = {s.key: s for s in STEPS}
-        for row, (key, (reason, target)) in enumerate(self._availability().items()):
+        for row, (key, (reason, short, target)) in enumerate(self._availability().items()):
             self._reasons[key] = reason
             item = self.step_list.item(row)
             step = by_key[key]
@@ -302,7 +304,7 @@ class MainWindow(QMainWindow):
                 item.setToolTip(step.blurb)
             else:
                 item.setFlags(flags & ~Qt.ItemFlag.ItemIsEnabled)
-                item.setData(_SUBTITLE_ROLE, reason)
+                item.setData(_SUBTITLE_ROLE, short)
                 item.setToolTip(reason)
             item.setData(Qt.ItemDataRole.AccessibleDescriptionRole, reason or step.blurb)
             self._frames[key].set_blocked(reason, by_key.get(target) if target else None)

@@ -9,16 +9,12 @@ runs folder travel through the environment, which the child inherits.
 from __future__ import annotations
 
 import errno
-import functools
 import importlib.util
-import os
-import signal
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app import errors_view
 from app.training import ProgressDigest
