@@ -136,6 +136,13 @@ def advise(exc: BaseException, *, resumable: bool = False) -> ErrorAdvice:
             (DOWNLOAD_WEIGHTS, IMPORT_WEIGHTS, *resume),
             model or None,
         )
+    if _is_process_death(exc):
+        return ErrorAdvice(
+            "process_died",
+            "A training process stopped unexpectedly",
+            f"{said}\n\nThe window and the run are safe.{resume_hint}",
+            resume,
+        )
     if _is_out_of_memory(exc):
         return ErrorAdvice(
             "out_of_memory",
@@ -143,13 +150,6 @@ def advise(exc: BaseException, *, resumable: bool = False) -> ErrorAdvice:
             f"{said}\n\nTrain with a smaller micro-batch, on another device, or close other programs that use "
             f"the same memory.{resume_hint}",
             (CHANGE_PLAN, *resume),
-        )
-    if _is_process_death(exc):
-        return ErrorAdvice(
-            "process_died",
-            "A training process stopped unexpectedly",
-            f"{said}\n\nThe window and the run are safe.{resume_hint}",
-            resume,
         )
     if isinstance(exc, BitStudioError):
         text = f"{said}\n\n{resume_hint.strip()}" if resumable else said

@@ -9,25 +9,23 @@ runs folder travel through the environment, which the child inherits.
 from __future__ import annotations
 
 import errno
+import functools
 import importlib.util
+import os
+import signal
 import sys
 import time
 from pathlib import Path
 
+import gui_train_setup
 import pytest
+from PySide6.QtWidgets import QMessageBox
 
 from app import errors_view
 from app.training import ProgressDigest
 from bit_engine.progress import Progress
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def register_model(spec) -> None:
-    """Run first in the training child: the test's tiny model in the child's model table."""
-    from bit_engine import models
-
-    models.KNOWN_MODELS[spec.name] = spec
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -186,3 +184,231 @@ def test_the_probe_sees_a_blocked_gui_thread(qtbot):
     assert stalls.ticks > 5
     assert stalls.longest >= 60 and stalls.over >= 1
     assert bench.summarize([1.0] * 97 + [20.0, 60.0, 70.0]) == bench.Stalls(100, 70.0, 60.0, 2)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Real runs, in a child process
+
+#: Tiny and quick: the head strategy computes features once, then steps on them; full fine-tunes everything.
+FAST = {"batch": 8, "resolution": 32, "workers": 0, "evaluations": 2, "precision": "fp32", "device": "cpu"}
+
+#: Generous: a spawned child imports torch first, and the machine may be busy.
+RUN_TIMEOUT_MS = 120_000
+
+
+def _plan(window, folder, model, **kw):
+    """Give the window a scanned folder and a plan, as the Data and Plan steps would."""
+    from bit_engine import data
+    from bit_engine.config import TrainConfig
+
+    window.state.set_folder(str(folder))
+    window.state.set_report(data.scan(folder))
+    config = TrainConfig(data_dir=str(folder), model=model, **{**FAST, **kw})
+    window.state.set_config(config)
+    return config
+
+
+def _train_page(window, tiny_bit, seconds_per_step: float = 0.0):
+    from bit_engine import models
+
+    spec = models.get_spec(tiny_bit)
+    page = window.pages["train"]
+    if seconds_per_step:
+        page.setup = functools.partial(gui_train_setup.register_model_slowly, spec, seconds_per_step)
+    else:
+        page.setup = functools.partial(gui_train_setup.register_model, spec)
+    window.go_to("train")
+    return page
+
+
+def _wait_for_training(qtbot, page, step: int = 1) -> int:
+    """Wait until the page shows training at `step` or later; the training child's pid."""
+    def training_or_ended() -> bool:
+        if page.session is None:
+            return True
+        return page.bar_text().startswith("Training") and _shown_step(page) >= step
+
+    qtbot.waitUntil(training_or_ended, timeout=RUN_TIMEOUT_MS)
+    assert page.session is not None, f"the run ended before step {step}: {page.bar_text()}"
+    pids = page.session.pids
+    assert len(pids) == 1 and pids[0] != os.getpid()  # never the window's process
+    return pids[0]
+
+
+def _shown_step(page) -> int:
+    text = page.bar_text()
+    return int(text.split("step ")[1].split(" /")[0]) if "step " in text else 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _status(run_dir) -> dict:
+    import json
+
+    return json.loads((Path(run_dir) / "status.json").read_text())
+
+
+def _metric_steps(run_dir) -> list[int]:
+    from bit_engine import runs
+
+    return [m.step for m in runs.read_metrics(run_dir)]
+
+
+@pytest.mark.slow
+def test_a_run_trains_in_a_child_with_live_curves_and_is_listed_with_its_accuracy(
+    window, qtbot, color_folder, tiny_bit
+):
+    _plan(window, color_folder, tiny_bit, strategy="head", steps=12)
+    page = _train_page(window, tiny_bit, seconds_per_step=0.05)
+    shown = []
+    page.progressShown.connect(shown.append)
+    assert page.start_button.isEnabled() and not page.cancel_button.isEnabled()
+    page.start_button.click()
+    child = _wait_for_training(qtbot, page)
+    assert not page.start_button.isEnabled() and page.cancel_button.isEnabled()
+    with qtbot.waitSignal(page.runEnded, timeout=RUN_TIMEOUT_MS):
+        pass
+    run_dir = window.state.run_dir
+    assert run_dir and Path(run_dir, "model.pt").is_file()
+    assert not _alive(child)
+    # The window refreshed at its own pace: fewer reports shown than steps and features, and never all.
+    assert 0 < len(shown) <= 12 + 10
+    assert {p.phase for p in shown} >= {"training"}
+    assert _xs(page.charts.loss_chart) == list(range(1, 13))  # every step on the curve all the same
+    assert len(_xs(page.charts.accuracy_chart)) >= 2
+    accuracy = _status(run_dir)
+    report = __import__("json").loads(Path(run_dir, "report.json").read_text())
+    assert page.bar_text() == f"Done — 12 steps · validation accuracy {report['accuracy']:.1%}"
+    assert any("validation accuracy" in line for line in page.log_view.lines())
+    assert accuracy["state"] == "done"
+    assert page.evaluate_button.isVisible() and window.step_reason("evaluate") is None
+
+    runs_page = window.pages["runs"]
+    with qtbot.waitSignal(runs_page.runsLoaded, timeout=10_000):
+        window.go_to("runs")
+    model = runs_page.model
+    assert model.rowCount() == 1
+    row = [model.index(0, c).data() for c in range(model.columnCount())]
+    assert row[0] == Path(run_dir).name and row[1] == color_folder.name and row[2] == tiny_bit
+    assert row[3] == "Head only" and row[4] == "Done" and row[5] == f"{report['accuracy']:.1%}"
+
+
+@pytest.mark.slow
+def test_cancel_then_resume_ends_with_the_steps_of_an_uninterrupted_run(
+    window, qtbot, color_folder, tiny_bit
+):
+    _plan(window, color_folder, tiny_bit, strategy="head", steps=10)
+    page = _train_page(window, tiny_bit, seconds_per_step=0.3)
+    page.start_button.click()
+    child = _wait_for_training(qtbot, page, step=2)
+    started = time.monotonic()
+    with qtbot.waitSignal(page.runEnded, timeout=RUN_TIMEOUT_MS):
+        page.cancel_button.click()
+    assert time.monotonic() - started < 10  # honoured within seconds
+    assert not _alive(child)
+    run_dir = page.run_dir
+    status = _status(run_dir)
+    assert status["state"] == "cancelled" and 2 <= status["step"] < 10
+    assert page.bar_text().startswith(f"Cancelled at step {status['step']} of 10")
+    assert page.resume_button.isEnabled() and page.start_button.isEnabled()
+
+    page.setup = functools.partial(gui_train_setup.register_model, page.setup.args[0])
+    with qtbot.waitSignal(page.runEnded, timeout=RUN_TIMEOUT_MS):
+        page.resume_button.click()
+    assert _status(run_dir)["state"] == "done"
+    assert _metric_steps(run_dir) == list(range(1, 11))  # each step once, as a run never cancelled
+    assert _xs(page.charts.loss_chart) == list(range(1, 11))
+    assert page.bar_text().startswith("Done — 10 steps")
+
+
+@pytest.mark.slow
+def test_a_killed_child_leaves_the_window_up_saying_so_and_resume_finishes_the_run(
+    window, qtbot, color_folder, tiny_bit
+):
+    _plan(window, color_folder, tiny_bit, strategy="head", steps=8)
+    page = _train_page(window, tiny_bit, seconds_per_step=0.3)
+    page.start_button.click()
+    child = _wait_for_training(qtbot, page, step=2)
+    with qtbot.waitSignal(page.runEnded, timeout=RUN_TIMEOUT_MS):
+        os.kill(child, signal.SIGKILL)
+    assert window.isVisible()
+    panel = page.error_panel
+    assert panel.isVisible() and panel.advice.kind == "process_died"
+    assert "killed" in panel.text.text() and "Traceback" not in panel.text.text()
+    assert panel.buttons[errors_view.RESUME].isVisible()
+    assert page.bar_text().startswith("Failed")
+    run_dir = page.run_dir
+    assert _status(run_dir)["state"] == "failed"
+
+    page.setup = functools.partial(gui_train_setup.register_model, page.setup.args[0])
+    with qtbot.waitSignal(page.runEnded, timeout=RUN_TIMEOUT_MS):
+        panel.buttons[errors_view.RESUME].click()
+    assert not panel.isVisible()
+    assert _status(run_dir)["state"] == "done"
+    assert _metric_steps(run_dir) == list(range(1, 9))
+
+
+@pytest.mark.slow
+def test_closing_during_training_asks_stops_the_child_and_keeps_the_run_resumable(
+    window, qtbot, color_folder, tiny_bit, monkeypatch
+):
+    _plan(window, color_folder, tiny_bit, strategy="head", steps=10)
+    page = _train_page(window, tiny_bit, seconds_per_step=0.3)
+    page.start_button.click()
+    child = _wait_for_training(qtbot, page, step=1)
+    questions = []
+
+    def answer(reply):
+        def question(parent, title, text, *args, **kwargs):
+            questions.append(text)
+            return reply
+
+        return question
+
+    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.No))
+    assert not window.close()
+    assert window.isVisible() and page.is_training() and _alive(child)
+    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.Yes))
+    assert window.close()
+    assert questions == ["Stop training and close? The run can be resumed later."] * 2
+    assert not _alive(child)  # stopped and reaped before the window went
+    qtbot.waitUntil(lambda: not page.is_training(), timeout=5_000)  # the page's own bookkeeping
+    status = _status(page.run_dir)
+    assert status["state"] == "cancelled" and Path(page.run_dir, "checkpoint.pt").is_file()
+
+
+@pytest.mark.slow
+def test_missing_weights_offer_import_and_the_run_then_resumes(
+    window, qtbot, color_folder, tiny_bit, monkeypatch, tmp_path
+):
+    from bit_engine import weights
+
+    cached = weights.cache_file(tiny_bit)
+    kept = tmp_path / "usb-stick" / f"{tiny_bit}.npz"
+    kept.parent.mkdir()
+    cached.replace(kept)  # not in the cache, and the (unroutable) host cannot be reached
+    _plan(window, color_folder, tiny_bit, strategy="head", steps=4)
+    page = _train_page(window, tiny_bit)
+    with qtbot.waitSignal(page.runEnded, timeout=RUN_TIMEOUT_MS):
+        page.start_button.click()
+    panel = page.error_panel
+    assert panel.isVisible() and panel.advice.kind == "weights_missing"
+    assert panel.buttons[errors_view.DOWNLOAD_WEIGHTS].isVisible()
+    assert panel.buttons[errors_view.IMPORT_WEIGHTS].isVisible()
+
+    from PySide6.QtWidgets import QFileDialog
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(kept), ""))
+    panel.buttons[errors_view.IMPORT_WEIGHTS].click()
+    qtbot.waitUntil(lambda: not panel.isVisible(), timeout=30_000)
+    qtbot.waitUntil(lambda: page.resume_button.isEnabled(), timeout=10_000)
+    assert cached.is_file() and kept.is_file()  # imported as a copy; the user's file stays
+    with qtbot.waitSignal(page.runEnded, timeout=RUN_TIMEOUT_MS):
+        page.resume_button.click()
+    assert _status(page.run_dir)["state"] == "done"
