@@ -223,6 +223,7 @@ def _train_page(window, tiny_bit, seconds_per_step: float = 0.0):
 
 def _wait_for_training(qtbot, page, step: int = 1) -> int:
     """Wait until the page shows training at `step` or later; the training child's pid."""
+
     def training_or_ended() -> bool:
         if page.session is None:
             return True
