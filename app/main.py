@@ -11,8 +11,12 @@ import os
 import sys
 from pathlib import Path
 
-#: The application's icon, next to the package in a checkout and in the packaged build alike.
-ICON = Path(__file__).resolve().parents[1] / "resources" / "bit-studio.svg"
+#: The application's icon, rendered from resources/bit-studio.svg by packaging/render_icons.py: next to the
+#: package in a checkout and in the packaged build alike.
+ICON_DIR = Path(__file__).resolve().parents[1] / "resources" / "icons"
+ICON_SIZES = (16, 32, 48, 64, 128, 256, 512)
+#: The desktop entry's name (packaging/linux/): desktops match the window to its menu entry and icon by it.
+DESKTOP_ID = "io.github.bitstudio.BitStudio"
 
 
 def display_problem(environ: os._Environ | dict | None = None, platform: str | None = None) -> str | None:
@@ -52,17 +56,29 @@ def setup_logging() -> None:
 
 def create_application(argv: list[str] | None = None):
     """The QApplication with the app's name and icon (the one place that makes it)."""
-    from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(argv or [sys.argv[0]])
     app.setApplicationName("BiT Studio")
     app.setApplicationDisplayName("BiT Studio")
     app.setOrganizationName("BiT Studio")
-    app.setDesktopFileName("bit-studio")
-    if ICON.is_file():
-        app.setWindowIcon(QIcon(str(ICON)))
+    app.setDesktopFileName(DESKTOP_ID)
+    app.setWindowIcon(app_icon())
     return app
+
+
+def app_icon():
+    """The window and taskbar icon: the rendered PNGs, or the one installed in the desktop's icon theme."""
+    from PySide6.QtCore import QSize
+    from PySide6.QtGui import QIcon
+
+    icon = QIcon()
+    for size in ICON_SIZES:
+        path = ICON_DIR / f"bit-studio-{size}.png"
+        if path.is_file():
+            icon.addFile(str(path), QSize(size, size))
+    # An installed wheel has no resources/ folder; packaging/install-linux.sh puts the icon in the theme.
+    return icon if not icon.isNull() else QIcon.fromTheme(DESKTOP_ID)
 
 
 def _install_excepthook() -> None:
