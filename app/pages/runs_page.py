@@ -351,7 +351,7 @@ class RunsPage(QWidget):
             self.plan_label.setText(
                 f"{plan.model} · {len(plan.classes)} classes · {plan.num_images} training images · "
                 f"{plan.total_steps} steps of {plan.batch} images at {plan.crop}×{plan.crop} px · "
-                f"learning rate {plan.base_lr:g}"
+                f"learning rate {plan.base_lr:.2g}"
                 + (f" · mixup {plan.mixup_alpha:g}" if plan.mixup_alpha else "")
             )
         else:

@@ -14,8 +14,9 @@ import math
 from collections.abc import Iterable
 
 import pyqtgraph as pg
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QHBoxLayout, QSizePolicy, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QStackedLayout, QWidget
 
 pg.setConfigOptions(useOpenGL=False, antialias=True)
 
@@ -91,10 +92,20 @@ class TrainingCharts(QWidget):
             curve.setClipToView(True)
             curve.setDownsampling(auto=True, method="peak")
 
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
+        charts = QWidget()
+        row = QHBoxLayout(charts)
+        row.setContentsMargins(0, 0, 0, 0)
         for chart in (self.loss_chart, self.accuracy_chart, self.lr_chart):
-            layout.addWidget(chart, 1)
+            row.addWidget(chart, 1)
+        # Empty plots would show meaningless axes (steps 0.2, 0.4...): say what will appear instead.
+        self.placeholder = QLabel("The curves of loss, validation accuracy and learning rate appear here.")
+        self.placeholder.setObjectName(f"{prefix}chartsPlaceholder" if prefix else "chartsPlaceholder")
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setWordWrap(True)
+        self.placeholder.setEnabled(False)  # drawn in the palette's quieter text colour
+        self._stack = QStackedLayout(self)
+        self._stack.addWidget(self.placeholder)
+        self._stack.addWidget(charts)
         self._describe()
 
     def _chart(self, object_name: str, title: str, accessible: str) -> pg.PlotWidget:
@@ -166,10 +177,14 @@ class TrainingCharts(QWidget):
         for name, curve in self._curves.items():
             s = self.series[name]
             curve.setData(s.xs, s.ys)
+        self._stack.setCurrentIndex(1 if self.has_points() else 0)
         if not self._total_steps:
             for chart in (self.loss_chart, self.accuracy_chart, self.lr_chart):
                 chart.enableAutoRange(axis="x")
         self._describe()
+
+    def has_points(self) -> bool:
+        return any(s.xs for s in self.series.values())
 
     def _describe(self) -> None:
         # Screen readers cannot read a plot: the description says the latest values in words.
