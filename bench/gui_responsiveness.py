@@ -6,11 +6,13 @@ app trains) and once, for comparison, with the same run in a worker thread of th
 tick is a moment the window could not repaint or react to a click. Printed per run: the longest stall, the
 99th percentile, and the count of stalls over 50 ms (the goal: none, longest <= 50 ms after start-up).
 
-"After start-up" begins at the first progress report from the run, once the training process (or thread)
-has imported torch and built its model; the figures from the Start click on are printed too.
+"After start-up" begins at the first progress report the window shows, once the training process (or
+thread) is up; the figures from the Start click on are printed too. By default torch is imported before the
+measurement, as it is in the window once the Plan step has estimated the run's time; `--cold` leaves that
+import in the measured period (it happens on the training thread, and holds the GIL while it runs).
 
     python bench/gui_responsiveness.py                          # head and full, child process vs thread
-    python bench/gui_responsiveness.py --strategies head --steps 40 --images 24
+    python bench/gui_responsiveness.py --strategies head --steps 40 --images 24 --repeat 2
 
 The model is EfficientNet-Lite0, whose weights ship in a Python package (no download). On a shared machine
 other processes steal time from the GUI thread too: compare the two modes of one invocation, not figures
@@ -130,7 +132,16 @@ def _run_once(data_dir: Path, strategy: str, steps: int, isolate: bool, timeout_
     )
     probe = LatencyProbe()
     first_progress: list[float] = []
-    page.session_progress.connect(lambda _p: first_progress or first_progress.append(time.perf_counter()))
+    phases: list[tuple[float, str]] = []  # when the window first showed each phase
+
+    def on_progress(p) -> None:
+        now = time.perf_counter()
+        if p.phase != "starting" and not first_progress:
+            first_progress.append(now)
+        if not phases or phases[-1][1] != p.phase:
+            phases.append((now, p.phase))
+
+    page.progressShown.connect(on_progress)
     for _ in range(20):  # let the window settle (first paint, fonts) before measuring
         app.processEvents()
         time.sleep(0.01)
@@ -154,7 +165,33 @@ def _run_once(data_dir: Path, strategy: str, steps: int, isolate: bool, timeout_
         "from_start": probe.stalls(started, ended),
         "after_startup": probe.stalls(first_progress[0], ended) if first_progress else None,
         "startup_s": (first_progress[0] - started) if first_progress else None,
+        "worst": _worst(probe, phases, started),
     }
+
+
+def _worst(probe: LatencyProbe, phases: list[tuple[float, str]], started: float, n: int = 3) -> str:
+    """The `n` longest stalls, each with its time after Start and the phase the window showed then."""
+    worst = sorted(probe.samples, key=lambda s: s[1], reverse=True)[:n]
+    parts = []
+    for t, late in sorted(worst):
+        phase = next((name for when, name in reversed(phases) if when <= t), "start")
+        parts.append(f"{late:.0f} ms at {t - started:.1f} s ({phase})")
+    return ", ".join(parts)
+
+
+def _idle(seconds: float) -> Stalls:
+    """The same probe with the window idle: what the machine itself costs (other processes, the scheduler)."""
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    probe = LatencyProbe()
+    probe.start()
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.001)
+    probe.stop()
+    return probe.stalls()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,28 +200,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps per run")
     parser.add_argument("--images", type=int, default=40, help="generated photos per class (4 classes)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run at most")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per strategy and mode, interleaved")
+    parser.add_argument("--cold", action="store_true", help="do not import torch before measuring")
+    parser.add_argument(
+        "--idle", type=float, default=20.0, help="seconds of an idle baseline first (0: none)"
+    )
     args = parser.parse_args(argv)
 
     from app.main import create_application
     from bit_engine.demo import make_demo_dataset
 
     create_application([sys.argv[0]])
+    if not args.cold:
+        import bit_engine.launcher  # noqa: F401  (torch, as the Plan step has loaded it by the time of Start)
     print(
         f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; Qt platform {os.environ['QT_QPA_PLATFORM']}"
     )
     with tempfile.TemporaryDirectory(prefix="bit-studio-bench-") as tmp:
         os.environ["BIT_STUDIO_DATA_DIR"] = str(Path(tmp) / "data")  # runs land here, not in the user's runs
         data_dir = make_demo_dataset(Path(tmp) / "photos", per_class=args.images, size=96)
+        if args.idle > 0:
+            load = "/".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+            print(f"\nidle window, {args.idle:.0f} s (load average {load})")
+            print(f"  no training:               {_idle(args.idle)}")
         for strategy in [s.strip() for s in args.strategies.split(",") if s.strip()]:
-            for isolate in (True, False):
-                where = "child process " if isolate else "worker thread "
-                result = _run_once(data_dir, strategy, args.steps, isolate, args.timeout)
-                status = "" if result["finished"] else "  (did not finish: timed out)"
-                print(f"\n{strategy:4s} in a {where} {result['seconds']:5.1f} s{status}")
-                print(f"  from Start:          {result['from_start']}")
-                if result["after_startup"] is not None:
-                    print(f"  after start-up ({result['startup_s']:.1f} s): {result['after_startup']}")
+            for _ in range(args.repeat):
+                for isolate in (True, False):
+                    _report(
+                        strategy, isolate, _run_once(data_dir, strategy, args.steps, isolate, args.timeout)
+                    )
     return 0
+
+
+def _report(strategy: str, isolate: bool, result: dict) -> None:
+    where = "child process" if isolate else "worker thread"
+    status = "" if result["finished"] else "  (did not finish: timed out)"
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    print(f"\n{strategy} in a {where}: {result['seconds']:.1f} s{status}   (load average {load})")
+    print(f"  from Start:                {result['from_start']}")
+    if result["after_startup"] is not None:
+        print(f"  after start-up ({result['startup_s']:4.1f} s):  {result['after_startup']}")
+    print(f"  longest stalls: {result['worst']}")
 
 
 if __name__ == "__main__":
