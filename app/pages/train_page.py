@@ -221,12 +221,15 @@ class TrainPage(QWidget):
         self.charts.clear()
         self.log_view.clear()
         self.log_view.add_message(f"New run: {config.model} on {config.data_dir}.")
-        self._begin(TrainingSession(config, devices=config.device, isolate=self.isolate, setup=self.setup))
+        self._begin(TrainingSession(config, devices=self._devices(), isolate=self.isolate, setup=self.setup))
 
     def resume(self, run_dir: str | None = None) -> None:
         """Continue `run_dir` (default: the run shown) from its last checkpoint."""
         run_dir = run_dir or self.run_dir
-        if run_dir is None or self.session is not None:
+        if run_dir is None:
+            return
+        if self.session is not None:
+            self.log_view.add_message(f"A run is training: cancel it before resuming {Path(run_dir).name}.")
             return
         if run_dir != self.run_dir:
             self.charts.clear()
@@ -234,8 +237,17 @@ class TrainPage(QWidget):
         self.run_dir = run_dir
         self.log_view.add_message(f"Resuming {Path(run_dir).name} from its last checkpoint.")
         self._preload_history(run_dir)
-        device = self.state.config.device if self.state.config is not None else None
-        self._begin(TrainingSession(run_dir=run_dir, devices=device, isolate=self.isolate, setup=self.setup))
+        # The devices of the current plan when there is one (a run resumes on any device set), else the run's own.
+        self._begin(
+            TrainingSession(run_dir=run_dir, devices=self._devices(), isolate=self.isolate, setup=self.setup)
+        )
+
+    def _devices(self) -> str | None:
+        """The device set the Plan step chose: several (`all`) or the config's one device; None: the run's."""
+        several = getattr(self.state, "devices", None)
+        if several:
+            return several
+        return self.state.config.device if self.state.config is not None else None
 
     def _preload_history(self, run_dir: str) -> None:
         from bit_engine import runs
