@@ -91,9 +91,19 @@ def test_matrix_equals_the_report_and_a_cell_shows_its_images(qtbot, page, run):
         lambda: page.detail.image_label.pixmap() is not None and not page.detail.image_label.pixmap().isNull()
     )
 
-    # A diagonal cell lists the correct answers (all validation images of the class not among the mistakes).
+    # A diagonal cell lists the correct answers (all validation images of the class not among the mistakes);
+    # the report has no confidence for them, so the page measures it in the background, least sure first.
     _click_cell(qtbot, matrix, predicted, predicted)
     assert gallery.model().rowCount() == report["confusion"][predicted][predicted]
+    items = gallery.gallery_model.items
+    qtbot.waitUntil(lambda: all(i.confidence is not None for i in items()), timeout=30_000)
+    measured = [i.confidence for i in items()]
+    assert measured == sorted(measured)
+    assert "least sure first" in page.cell_label.text()
+    from bit_engine.inference import Predictor
+
+    top = Predictor(run / "model.onnx").predict(items()[0].path, top_k=1)[0]
+    assert (top.label, top.probability) == (classes[predicted], pytest.approx(measured[0], abs=1e-4))
 
 
 def test_class_table_is_sortable_by_number(qtbot, page, run):
@@ -252,3 +262,57 @@ def test_two_classes_are_big_and_labelled(qtbot):
         model.index(1, 1).data(Qt.ItemDataRole.ToolTipRole)
         == "10 dogs images predicted correctly (100% of dogs)"
     )
+
+
+def test_from_the_report_to_a_prediction_in_the_window(qtbot, window, run, tmp_path, monkeypatch):
+    """The path through the window: report on screen -> a cell's images -> export -> drop -> the CLI's answer."""
+    from gui_runs import cli_rows, drop
+    from PIL import Image
+
+    report = json.loads((run / "report.json").read_text())
+    evaluate, predict = window.pages["evaluate"], window.pages["predict"]
+    with qtbot.waitSignal(evaluate.evaluationShown, timeout=30_000):
+        window.state.set_run(str(run))
+    window.go_to("evaluate")
+    assert window.step_reason("evaluate") is None
+    matrix = window.findChild(ConfusionMatrixView, "confusionMatrix")
+    assert matrix.isVisible()
+    n = len(report["classes"])
+    assert [[matrix.model().index(r, c).data() for c in range(n)] for r in range(n)] == report["confusion"]
+    _click_cell(qtbot, matrix, 0, 0)
+    assert evaluate.gallery.model().rowCount() == report["confusion"][0][0]
+
+    out = tmp_path / "exported.onnx"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), ""))
+    with qtbot.waitSignal(predict.modelOpened, timeout=180_000):  # the export is opened in Predict at once
+        qtbot.mouseClick(
+            window.findChild(type(evaluate.export_panel.export_button), "exportButton"),
+            Qt.MouseButton.LeftButton,
+        )
+    assert predict.model_path == str(out)
+
+    window.go_to("predict")
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (50, 40), (40, 60, 210)).save(photo)
+    with qtbot.waitSignal(predict.predictionsFinished, timeout=30_000):
+        assert drop(window.findChild(type(predict.drop_area), "predictDropArea"), [photo])
+    shown = predict.list.model().index(0).data()
+    expected = cli_rows(out, [photo], tmp_path / "cli.csv")[0]
+    assert shown == f"photo.png: {expected['label']} {float(expected['probability']):.1%}"
+    csv_path = tmp_path / "gui.csv"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(csv_path), ""))
+    qtbot.mouseClick(window.findChild(type(predict.save_button), "saveCsvButton"), Qt.MouseButton.LeftButton)
+    assert csv_path.read_text().splitlines()[1].startswith(f"{photo},{expected['label']},")
+
+
+def test_zoom_keys_and_fit(qtbot, page, run):
+    _load(qtbot, page, run)
+    matrix = page.matrix
+    fitted = matrix.cell_size
+    matrix.setFocus()
+    qtbot.keyClick(matrix, Qt.Key.Key_Plus, Qt.KeyboardModifier.ControlModifier)
+    assert matrix.cell_size > fitted
+    qtbot.keyClick(matrix, Qt.Key.Key_0, Qt.KeyboardModifier.ControlModifier)
+    assert matrix.cell_size == fitted
+    qtbot.mouseClick(page.findChild(type(page.fit_button), "matrixZoomOutButton"), Qt.MouseButton.LeftButton)
+    assert matrix.cell_size < fitted

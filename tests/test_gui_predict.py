@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gui_runs import shared_exported_run
+from gui_runs import cli_rows, drop, shared_exported_run
 from PIL import Image
-from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer
+from PySide6.QtGui import QDragEnterEvent
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from app.pages.predict_page import PredictPage
@@ -53,32 +53,6 @@ def opened(qtbot, page, state, onnx_model):
     return page
 
 
-def drop(widget, paths) -> bool:
-    """Drag `paths` onto `widget` and drop them there (synthesised events: tests cannot start a real drag)."""
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    centre = widget.rect().center()
-    enter = QDragEnterEvent(
-        QPointF(centre),
-        Qt.DropAction.CopyAction,
-        mime,
-        Qt.MouseButton.LeftButton,
-        Qt.KeyboardModifier.NoModifier,
-    )
-    QApplication.sendEvent(widget, enter)
-    if not enter.isAccepted():
-        return False
-    event = QDropEvent(
-        QPointF(centre),
-        Qt.DropAction.CopyAction,
-        mime,
-        Qt.MouseButton.LeftButton,
-        Qt.KeyboardModifier.NoModifier,
-    )
-    QApplication.sendEvent(widget, event)
-    return event.isAccepted()
-
-
 def rows(page):
     model = page.findChild(type(page.list), "predictionList").model()
     return [model.index(i).data(ROW_ROLE) for i in range(model.rowCount())], [
@@ -92,14 +66,6 @@ def photo(path: Path, colour, size=(48, 36), seed=0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path)
     return path
-
-
-def cli_rows(onnx_model, paths, out: Path) -> list[dict]:
-    from bit_engine.cli import main
-
-    assert main(["predict", str(onnx_model), *map(str, paths), "--csv", str(out)]) in (0, 2)
-    with open(out, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def test_a_dropped_photo_gets_the_command_lines_answer_and_a_csv(
@@ -253,3 +219,26 @@ def test_drag_of_something_that_is_not_a_file_is_not_accepted(qtbot, page):
     )
     QApplication.sendEvent(page.drop_area, enter)
     assert not enter.isAccepted()
+
+
+def test_thumbnails_beyond_the_cache_are_let_go_and_decoded_again(qtbot, tmp_path):
+    from app.widgets.prediction_list import PredictionList, PredictionRow
+    from app.widgets.thumbnails import decode_thumbnail
+
+    view = PredictionList()
+    qtbot.addWidget(view)
+    model = view.prediction_model
+    model.THUMBNAIL_CACHE = 3
+    paths = [photo(tmp_path / f"p{i}.png", (40 * i, 100, 100), seed=i) for i in range(5)]
+    model.append(
+        PredictionRow(str(p), predictions=(("red", 0.9),), thumbnail=decode_thumbnail(p, 32)) for p in paths
+    )
+    try:
+        assert model.cached_thumbnails() == 3
+        assert all(r.thumbnail is None for r in model.rows())  # the rows hold no pictures themselves
+        first = model.index(0)
+        assert first.data(Qt.ItemDataRole.DecorationRole) is None  # let go: asked for again
+        qtbot.waitUntil(lambda: first.data(Qt.ItemDataRole.DecorationRole) is not None, timeout=10_000)
+        assert model.cached_thumbnails() == 3
+    finally:
+        view.thumbnails.shutdown()
