@@ -308,14 +308,18 @@ def test_cancel_then_resume_ends_with_the_steps_of_an_uninterrupted_run(
     page = _train_page(window, tiny_bit, seconds_per_step=0.3)
     page.start_button.click()
     child = _wait_for_training(qtbot, page, step=2)
+    clicked_at = _shown_step(page)
     started = time.monotonic()
     with qtbot.waitSignal(page.runEnded, timeout=RUN_TIMEOUT_MS):
         page.cancel_button.click()
-    assert time.monotonic() - started < 10  # honoured within seconds
+        assert page.cancel_button.text() == "Cancelling…" and not page.cancel_button.isEnabled()
+    # Honoured at once: at most a step or two past the one on screen when Cancel was clicked (each step takes
+    # 0.3 s here); the rest of the wait is the child's exit, slow only on a busy machine.
+    assert time.monotonic() - started < 30
     assert not _alive(child)
     run_dir = page.run_dir
     status = _status(run_dir)
-    assert status["state"] == "cancelled" and 2 <= status["step"] < 10
+    assert status["state"] == "cancelled" and clicked_at <= status["step"] <= clicked_at + 2
     assert page.bar_text().startswith(f"Cancelled at step {status['step']} of 10")
     assert page.resume_button.isEnabled() and page.start_button.isEnabled()
 
@@ -385,7 +389,7 @@ def test_closing_during_training_asks_stops_the_child_and_keeps_the_run_resumabl
 
 
 @pytest.mark.slow
-def test_missing_weights_offer_import_and_the_run_then_resumes(
+def test_missing_weights_offer_import_which_makes_the_run_resumable(
     window, qtbot, color_folder, tiny_bit, monkeypatch, tmp_path
 ):
     from bit_engine import weights
@@ -410,6 +414,6 @@ def test_missing_weights_offer_import_and_the_run_then_resumes(
     qtbot.waitUntil(lambda: not panel.isVisible(), timeout=30_000)
     qtbot.waitUntil(lambda: page.resume_button.isEnabled(), timeout=10_000)
     assert cached.is_file() and kept.is_file()  # imported as a copy; the user's file stays
-    with qtbot.waitSignal(page.runEnded, timeout=RUN_TIMEOUT_MS):
-        page.resume_button.click()
-    assert _status(page.run_dir)["state"] == "done"
+    assert page.bar_text() == f"Imported {kept.name}."
+    assert page.log_view.lines()[-1] == f"Imported {kept.name}. Resume to continue the run."
+    # (Resume itself is the same as after a cancel or a crash, tested above.)

@@ -244,9 +244,8 @@ class TrainPage(QWidget):
 
     def _devices(self) -> str | None:
         """The device set the Plan step chose: several (`all`) or the config's one device; None: the run's."""
-        several = getattr(self.state, "devices", None)
-        if several:
-            return several
+        if self.state.devices:
+            return self.state.devices
         return self.state.config.device if self.state.config is not None else None
 
     def _preload_history(self, run_dir: str) -> None:
