@@ -17,6 +17,7 @@ engine's data-parallel processes. `isolate=False` exists for the responsiveness 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QObject, Signal
 
 from app.workers import Worker
+
+log = logging.getLogger("bit_studio")
 
 if TYPE_CHECKING:  # the engine's launcher imports torch: only for type checkers here
     from bit_engine.config import TrainConfig
@@ -60,12 +63,15 @@ class Digest:
         train_points: (step, loss, lr) per training step.
         val_points: (step, loss, top1) per evaluation.
         messages: sentences for the log (phases begun, evaluations).
+        history: a resumed run's recorded metrics (`bit_engine.runs.MetricRecord`s), once, before its new
+            points; None otherwise.
     """
 
     latest: Progress | None = None
     train_points: list[tuple[int, float | None, float | None]] = field(default_factory=list)
     val_points: list[tuple[int, float | None, float | None]] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
+    history: list | None = None
 
 
 class ProgressDigest:
@@ -106,6 +112,11 @@ class ProgressDigest:
                 d.val_points.append((p.step, p.val_loss, p.val_top1))
                 if p.val_top1 is not None:
                     d.messages.append(f"Finished: validation accuracy {p.val_top1:.1%} after {p.step} steps.")
+
+    def preload(self, history: list) -> None:
+        """A resumed run's curves so far (called on the training thread, before its first report)."""
+        with self._lock:
+            self._pending.history = list(history)
 
     def take(self) -> Digest:
         """Everything since the last call (called on the GUI thread)."""
@@ -207,6 +218,8 @@ class TrainingSession(QObject):
         from bit_engine.progress import OperationCancelled
 
         job = TrainJob(config=self.config) if self.config is not None else TrainJob(run_dir=self.resume_dir)
+        if self.resume_dir is not None:
+            self._load_history(self.resume_dir)
         process = start_training(job, self.devices, isolate=self.isolate, setup=self.setup)
         with self._stop_lock:
             self._process = process
@@ -225,6 +238,18 @@ class TrainingSession(QObject):
         except OperationCancelled as exc:
             self._cancel_exc = exc
             raise
+
+    def _load_history(self, run_dir: str) -> None:
+        from bit_engine import runs
+        from bit_engine.runs import RunError
+
+        try:
+            self.digest.preload(runs.read_metrics(run_dir))
+        except (
+            RunError,
+            OSError,
+        ) as exc:  # the curves are a nicety: a damaged history must not stop a resume
+            log.warning("Could not read the metrics of %s: %s", run_dir, exc)
 
     # Signals from the worker (GUI thread) ---------------------------------------------------------------
     def _on_progress_sampled(self, _report) -> None:

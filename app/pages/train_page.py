@@ -205,7 +205,8 @@ class TrainPage(QWidget):
             )
         else:
             steps = f"{config.steps} steps" if config.steps else "the HyperRule's number of steps"
-            device = config.device or "the best device available"
+            devices = self._devices()
+            device = "all GPUs" if devices == "all" else devices or "the best device available"
             self.plan_label.setText(
                 f"<b>{Path(config.data_dir).name}</b> · {config.model} · "
                 f"{_STRATEGY_WORDS.get(config.strategy, config.strategy)} · {steps} · on {device}"
@@ -236,7 +237,6 @@ class TrainPage(QWidget):
             self.log_view.clear()
         self.run_dir = run_dir
         self.log_view.add_message(f"Resuming {Path(run_dir).name} from its last checkpoint.")
-        self._preload_history(run_dir)
         # The devices of the current plan when there is one (a run resumes on any device set), else the run's own.
         self._begin(
             TrainingSession(run_dir=run_dir, devices=self._devices(), isolate=self.isolate, setup=self.setup)
@@ -247,14 +247,6 @@ class TrainPage(QWidget):
         if self.state.devices:
             return self.state.devices
         return self.state.config.device if self.state.config is not None else None
-
-    def _preload_history(self, run_dir: str) -> None:
-        from bit_engine import runs
-
-        try:
-            self.charts.load_metrics(runs.read_metrics(run_dir))
-        except Exception as exc:  # the curves are a nicety: a damaged history must not stop a resume
-            errors_view.record(exc, f"Reading the metrics of {run_dir}")
 
     def _begin(self, session: TrainingSession) -> None:
         self.error_panel.clear()
@@ -299,6 +291,8 @@ class TrainPage(QWidget):
         if self.session is None:
             return
         digest = self.session.digest.take()
+        if digest.history is not None:  # a resumed run's curves so far, read on the training thread
+            self.charts.load_metrics(digest.history)
         for step, loss, lr in digest.train_points:
             self.charts.add_training(step, loss, lr)
         for step, loss, top1 in digest.val_points:
