@@ -129,11 +129,17 @@ class TrainPage(QWidget):
         self.resume_button.clicked.connect(lambda: self.resume())
         self.evaluate_button.clicked.connect(lambda: self.stepRequested.emit("evaluate"))
 
+        # The words go in a label above the bar: drawn inside it, they cross the filled part's edge and half of
+        # them turn unreadable (white on the empty part) in several styles. The bar keeps them as its text for
+        # screen readers.
+        self.progress_label = QLabel()
+        self.progress_label.setObjectName("progressLabel")
+        self.progress_label.setAccessibleName("Training progress in words")
         self.progress_bar = QProgressBar()
         self.progress_bar.setObjectName("progressBar")
         self.progress_bar.setAccessibleName("Training progress")
-        self.progress_bar.setTextVisible(True)
-        self.progress_bar.setMinimumHeight(26)
+        self.progress_bar.setTextVisible(False)
+        self.progress_bar.setMaximumHeight(12)
         self._set_bar("Not started", 0, 1)
 
         self.error_panel = ErrorPanel()
@@ -155,6 +161,7 @@ class TrainPage(QWidget):
         layout.addWidget(title)
         layout.addWidget(self.plan_label)
         layout.addLayout(buttons)
+        layout.addWidget(self.progress_label)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.error_panel)
         layout.addWidget(splitter, 1)
@@ -193,10 +200,11 @@ class TrainPage(QWidget):
             self.progress_bar.setValue(min(value, maximum))
         self.progress_bar.setFormat(text.replace("%", "%%"))
         self.progress_bar.setAccessibleDescription(text)
+        self.progress_label.setText(text)
 
     def bar_text(self) -> str:
-        """The progress bar's words as the user reads them."""
-        return self.progress_bar.accessibleDescription()
+        """The progress in words, as the user reads them above the bar."""
+        return self.progress_label.text()
 
     def _on_plan_changed(self, config: TrainConfig | None) -> None:
         if config is None:
