@@ -33,3 +33,19 @@ def register_model_slowly(spec, seconds_per_step: float) -> None:
         return original(seed, step, alpha)
 
     train.mixup_lambda = slow
+
+
+def register_model_and_hang(spec, step: int) -> None:
+    """As `register_model`, and optimizer step `step` never ends (a stuck driver, a deadlock): the process lives
+    on but never reaches the next point where it would notice a polite stop."""
+    from bit_engine import train
+
+    register_model(spec)
+    original = train.mixup_lambda
+
+    def hang(seed, at, alpha):
+        if at == step:
+            time.sleep(3600)
+        return original(seed, at, alpha)
+
+    train.mixup_lambda = hang

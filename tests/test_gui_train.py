@@ -389,6 +389,29 @@ def test_closing_during_training_asks_stops_the_child_and_keeps_the_run_resumabl
 
 
 @pytest.mark.slow
+def test_closing_after_cancel_stops_a_hung_child_by_force(window, qtbot, color_folder, tiny_bit, monkeypatch):
+    import app.training
+    from bit_engine import models
+
+    monkeypatch.setattr(app.training, "CLOSE_GRACE_S", 1.0)  # the window's patience, shortened for the test
+    _plan(window, color_folder, tiny_bit, strategy="head", steps=10)
+    page = _train_page(window, tiny_bit)
+    page.setup = functools.partial(gui_train_setup.register_model_and_hang, models.get_spec(tiny_bit), 3)
+    page.start_button.click()
+    child = _wait_for_training(qtbot, page, step=3)
+    page.cancel_button.click()  # a polite stop, which the stuck step never reaches (forced after 60 s)
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    started = time.monotonic()
+    assert window.close()
+    # Closing does not wait out the Cancel's minute: SIGTERM after its own grace, SIGKILL 5 s later at most.
+    assert time.monotonic() - started < 20
+    assert not _alive(child)
+    qtbot.waitUntil(lambda: not page.is_training(), timeout=5_000)
+    status = _status(page.run_dir)
+    assert status["state"] == "cancelled" and "by force" in status["message"]
+
+
+@pytest.mark.slow
 def test_missing_weights_offer_import_which_makes_the_run_resumable(
     window, qtbot, color_folder, tiny_bit, monkeypatch, tmp_path
 ):
