@@ -412,7 +412,7 @@ def test_closing_after_cancel_stops_a_hung_child_by_force(window, qtbot, color_f
 
 
 @pytest.mark.slow
-def test_missing_weights_offer_import_which_makes_the_run_resumable(
+def test_missing_weights_offer_import_and_then_start_again(
     window, qtbot, color_folder, tiny_bit, monkeypatch, tmp_path
 ):
     from bit_engine import weights
@@ -435,8 +435,9 @@ def test_missing_weights_offer_import_which_makes_the_run_resumable(
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(kept), ""))
     panel.buttons[errors_view.IMPORT_WEIGHTS].click()
     qtbot.waitUntil(lambda: not panel.isVisible(), timeout=30_000)
-    qtbot.waitUntil(lambda: page.resume_button.isEnabled(), timeout=10_000)
+    qtbot.waitUntil(lambda: page.start_button.isEnabled(), timeout=10_000)
     assert cached.is_file() and kept.is_file()  # imported as a copy; the user's file stays
     assert page.bar_text() == f"Imported {kept.name}."
-    assert page.log_view.lines()[-1] == f"Imported {kept.name}. Resume to continue the run."
-    # (Resume itself is the same as after a cancel or a crash, tested above.)
+    # The run ended before its first step: the engine kept nothing to resume, so the page offers Start.
+    assert page.log_view.lines()[-1] == f"Imported {kept.name}. Start the run again."
+    assert not page.resume_button.isEnabled()
