@@ -116,6 +116,10 @@ def run_gui() -> int:
 def main(argv: list[str] | None = None) -> int:
     """`bit-studio [COMMAND ...]`: no arguments opens the window; anything else is the command line."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv == ["--self-test"]:
+        from app.self_test import run
+
+        return run()
     if argv:
         from bit_engine.cli import main as cli_main
 
