@@ -189,37 +189,74 @@ class ConfusionMatrixDelegate(QStyledItemDelegate):
         return QSize(ConfusionMatrixView.DEFAULT_CELL, ConfusionMatrixView.DEFAULT_CELL)
 
 
-class _RotatedHeader(QHeaderView):
-    """A horizontal header whose labels run bottom-to-top, so long class names fit above narrow columns."""
+class _ClassHeader(QHeaderView):
+    """Class names along one side of the matrix: columns' names run bottom-to-top, so long names fit above
+    narrow columns. When a section is too thin for a line of text (a big matrix zoomed to fit), the header
+    shrinks to a thin strip: the cells' tooltips still name the classes."""
 
-    def __init__(self, parent: QWidget | None = None):
-        super().__init__(Qt.Orientation.Horizontal, parent)
-        self._height = 80
+    STRIP = 6
 
-    def set_label_height(self, height: int) -> None:
-        self._height = height
-        self.updateGeometry()
+    def __init__(self, orientation: Qt.Orientation, parent: QWidget | None = None):
+        super().__init__(orientation, parent)
+        self._extent = 80  # height of the column header, width of the row header
+        self.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        self.setMinimumSectionSize(1)
+        self.setHighlightSections(True)
+        # Past the last class the header is empty: let it blend into the view instead of a grey slab.
+        self.setStyleSheet("QHeaderView { background-color: palette(base); border: none; }")
+
+    def compact(self) -> bool:
+        return self.defaultSectionSize() < self.fontMetrics().height()
+
+    def label_extent(self) -> int:
+        """Room the longest class name needs across the header (capped: longer names are elided)."""
+        model = self.model()
+        count = model.columnCount() if self.orientation() == Qt.Orientation.Horizontal else model.rowCount()
+        names = [str(model.headerData(i, self.orientation()) or "") for i in range(count)] if model else []
+        longest = max((self.fontMetrics().horizontalAdvance(n) for n in names), default=0)
+        return min(160, max(40, longest + 14))
+
+    def update_extent(self) -> None:
+        self._extent = self.STRIP if self.compact() else self.label_extent()
+        if self.orientation() == Qt.Orientation.Horizontal:
+            self.setFixedHeight(self._extent)
+        else:
+            self.setFixedWidth(self._extent)
 
     def sizeHint(self) -> QSize:
-        return QSize(super().sizeHint().width(), self._height)
+        hint = super().sizeHint()
+        if self.orientation() == Qt.Orientation.Horizontal:
+            return QSize(hint.width(), self._extent)
+        return QSize(self._extent, hint.height())
 
     def paintSection(self, painter: QPainter, rect: QRect, logical_index: int) -> None:
         if not rect.isValid():
             return
+        palette = self.palette()
         painter.save()
-        painter.fillRect(rect, self.palette().color(QPalette.ColorRole.Button))
-        painter.setPen(self.palette().color(QPalette.ColorRole.Mid))
-        painter.drawLine(rect.topRight(), rect.bottomRight())
-        text = str(self.model().headerData(logical_index, Qt.Orientation.Horizontal) or "")
-        metrics = painter.fontMetrics()
-        if metrics.height() <= rect.width() + 2:
-            elided = metrics.elidedText(text, Qt.TextElideMode.ElideRight, rect.height() - 8)
-            painter.setPen(self.palette().color(QPalette.ColorRole.ButtonText))
-            painter.translate(
-                rect.left() + (rect.width() + metrics.ascent() - metrics.descent()) / 2, rect.bottom() - 4
-            )
-            painter.rotate(-90)
-            painter.drawText(0, 0, elided)
+        painter.fillRect(rect, palette.color(QPalette.ColorRole.Button))
+        painter.setPen(palette.color(QPalette.ColorRole.Mid))
+        if self.orientation() == Qt.Orientation.Horizontal:
+            painter.drawLine(rect.topRight(), rect.bottomRight())
+        else:
+            painter.drawLine(rect.bottomLeft(), rect.bottomRight())
+        if not self.compact():
+            text = str(self.model().headerData(logical_index, self.orientation()) or "")
+            metrics = painter.fontMetrics()
+            painter.setPen(palette.color(QPalette.ColorRole.ButtonText))
+            if self.orientation() == Qt.Orientation.Horizontal:
+                elided = metrics.elidedText(text, Qt.TextElideMode.ElideRight, rect.height() - 8)
+                baseline_x = rect.left() + (rect.width() + metrics.ascent() - metrics.descent()) / 2
+                painter.translate(baseline_x, rect.bottom() - 4)
+                painter.rotate(-90)
+                painter.drawText(0, 0, elided)
+            else:
+                elided = metrics.elidedText(text, Qt.TextElideMode.ElideRight, rect.width() - 10)
+                painter.drawText(
+                    rect.adjusted(6, 0, -4, 0),
+                    int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter),
+                    elided,
+                )
         painter.restore()
 
 
@@ -233,27 +270,25 @@ class ConfusionMatrixView(QTableView):
     cellChosen = Signal(int, int)
 
     DEFAULT_CELL = 44
+    FIT_MAX_CELL = 96  # zoom to fit stops here: a 2x2 matrix filling the page would look like a bug
     MIN_CELL = 3
     MAX_CELL = 120
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self._cell = self.DEFAULT_CELL
-        self.setHorizontalHeader(_RotatedHeader(self))
+        self.setHorizontalHeader(_ClassHeader(Qt.Orientation.Horizontal, self))
+        self.setVerticalHeader(_ClassHeader(Qt.Orientation.Vertical, self))
         self.setItemDelegate(ConfusionMatrixDelegate(self))
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectItems)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.setShowGrid(True)
         self.setGridStyle(Qt.PenStyle.SolidLine)
         self.setWordWrap(False)
         self.setCornerButtonEnabled(False)
-        for header in (self.horizontalHeader(), self.verticalHeader()):
-            header.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-            header.setHighlightSections(True)
-            header.setMinimumSectionSize(1)
-        self.verticalHeader().setTextElideMode(Qt.TextElideMode.ElideRight)
-        self.verticalHeader().setMaximumWidth(220)
+        self.setStyleSheet(
+            "QTableView QTableCornerButton::section { background: palette(base); border: none; }"
+        )
         self.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.clicked.connect(self._on_clicked)
@@ -266,9 +301,13 @@ class ConfusionMatrixView(QTableView):
     def set_cell_size(self, size: int) -> None:
         """Make every cell `size` pixels square (clamped to the view's limits)."""
         self._cell = max(self.MIN_CELL, min(self.MAX_CELL, int(size)))
-        self.horizontalHeader().setDefaultSectionSize(self._cell)
-        self.verticalHeader().setDefaultSectionSize(self._cell)
-        self._fit_header_labels()
+        for header in (self.horizontalHeader(), self.verticalHeader()):
+            header.setDefaultSectionSize(self._cell)
+            header.update_extent()
+        # Grid lines on cells a few pixels wide would be all one sees.
+        self.setShowGrid(self._cell >= 8)
+        # The viewport's margins follow the headers' size hints only when the view recomputes them.
+        self.updateGeometries()
 
     def zoom_in(self) -> None:
         self.set_cell_size(max(self._cell + 1, round(self._cell * 1.25)))
@@ -277,31 +316,33 @@ class ConfusionMatrixView(QTableView):
         self.set_cell_size(min(self._cell - 1, round(self._cell / 1.25)))
 
     def zoom_to_fit(self) -> None:
-        """The largest cell size (up to the default) at which the whole matrix fits without scrolling."""
+        """The largest cell size (up to `FIT_MAX_CELL`) at which the whole matrix fits without scrolling."""
         n = self.model().rowCount() if self.model() is not None else 0
         if n == 0:
             return
-        width = self.viewport().width() if self.isVisible() else self.width() - self.verticalHeader().width()
-        height = (
-            self.viewport().height() if self.isVisible() else self.height() - self.horizontalHeader().height()
+        frame = 2 * self.frameWidth()
+        width, height = self.width() - frame - 1, self.height() - frame - 1
+        text = self.fontMetrics().height()
+        # With class names beside and above the cells, if cells can still be tall enough to hold a line of
+        # text; else thin header strips and all the room to the cells.
+        labelled = min(
+            (width - self.verticalHeader().label_extent()) // n,
+            (height - self.horizontalHeader().label_extent()) // n,
         )
-        self.set_cell_size(min(self.DEFAULT_CELL, max(1, min(width, height) // n)))
+        if labelled >= text:
+            self.set_cell_size(min(self.FIT_MAX_CELL, labelled))
+            return
+        strip = _ClassHeader.STRIP
+        self.set_cell_size(min((width - strip) // n, (height - strip) // n, text - 1))
 
     def setModel(self, model) -> None:
         super().setModel(model)
         if model is not None:
-            model.modelReset.connect(self._fit_header_labels)
+            model.modelReset.connect(self._on_model_reset)
         self.set_cell_size(self._cell)
 
-    def _fit_header_labels(self) -> None:
-        model = self.model()
-        if model is None:
-            return
-        names = [
-            str(model.headerData(i, Qt.Orientation.Horizontal) or "") for i in range(model.columnCount())
-        ]
-        longest = max((self.fontMetrics().horizontalAdvance(n) for n in names), default=0)
-        self.horizontalHeader().set_label_height(min(160, max(40, longest + 14)))
+    def _on_model_reset(self) -> None:
+        self.set_cell_size(self._cell)  # header extents follow the new class names
 
     def wheelEvent(self, event: QWheelEvent) -> None:
         if event.modifiers() & Qt.KeyboardModifier.ControlModifier:

@@ -271,7 +271,7 @@ class PhotoDetail(QFrame):
         self.image_label = QLabel(self)
         self.image_label.setObjectName("detailImage")
         self.image_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.image_label.setMinimumSize(220, 220)
+        self.image_label.setMinimumSize(120, 120)
         self.image_label.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.title = QLabel(self)
         self.title.setObjectName("detailTitle")

@@ -37,13 +37,16 @@ class PredictionRow:
     Attributes:
         path: the file, as given (dropped, added, or found in a dropped folder).
         predictions: (label, probability) pairs, most probable first; empty when `error` is set.
-        error: why the file could not be predicted (not an image, damaged...), or None.
+        error: why the file could not be predicted (not an image, damaged...), as a full sentence naming the
+            file (what the CSV and the command line say), or None.
+        detail: the same reason without the path, for the list (defaults to `error`).
         thumbnail: a small picture of the photo, or None.
     """
 
     path: str
     predictions: tuple[tuple[str, float], ...] = ()
     error: str | None = None
+    detail: str | None = None
     thumbnail: QImage | None = None
 
     @property
@@ -60,7 +63,7 @@ class PredictionRow:
 
     def text(self) -> str:
         if self.error is not None:
-            return f"{self.name}: {self.error}"
+            return f"{self.name}: {self.detail or self.error}"
         return f"{self.name}: {self.label} {self.probability:.1%}"
 
 
@@ -173,7 +176,7 @@ class PredictionDelegate(QStyledItemDelegate):
             painter.drawText(
                 QRect(left, y, width, rect.bottom() - y),
                 int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop | Qt.TextFlag.TextWordWrap),
-                row.error,
+                row.detail or row.error,
             )
             painter.restore()
             return
