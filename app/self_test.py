@@ -35,6 +35,9 @@ IMAGE_SIZE = 48
 MODEL = "EfficientNet-Lite0"
 STEPS = 3
 
+#: The window and the engine run the same file with the same onnxruntime; only thread scheduling differs.
+PROBABILITY_TOLERANCE = 1e-5
+
 #: How long each stage may take before the self-test calls it stuck (a slow laptop, a first start).
 TIMEOUT_S = {"window": 60, "data": 60, "plan": 60, "train": 600, "export": 300, "predict": 120}
 
@@ -67,17 +70,19 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 
 
 class _Dialogs:
-    """Stands in for QMessageBox and QFileDialog while the self-test runs.
+    """Stands in for QMessageBox and QFileDialog, and catches exceptions escaping slots, while the test runs.
 
     Nobody is there to answer a modal dialog offscreen; one would hang the test. A message box the window
     shows is recorded instead (errors and warnings fail the stage with their text, as a user would have read
-    them); a question gets its default button; a file dialog means a step asked the user for a path it should
-    have been given, which fails the stage.
+    them) and a question gets its default button. A save dialog is answered with the name it suggests, as
+    pressing Enter would. Any other file dialog means a step asked for a path it should have been given: it is
+    cancelled and fails the stage. An exception escaping a Qt slot (a bug) fails the stage too.
     """
 
     def __init__(self):
         self.problems: list[str] = []
         self._saved: list[tuple[object, str, object]] = []
+        self._excepthook = None
 
     def install(self) -> None:
         from PySide6.QtWidgets import QFileDialog, QMessageBox
@@ -85,7 +90,7 @@ class _Dialogs:
         def record(kind: str, result):
             def show(_parent, title, text, *args, **kwargs):
                 if kind in ("critical", "warning"):
-                    self.problems.append(f"{title}: {text}")
+                    self.problems.append(f"the window showed an error: {title}: {text}")
                 return result(args, kwargs)
 
             return show
@@ -100,40 +105,64 @@ class _Dialogs:
         def ok(_args, _kwargs):
             return QMessageBox.StandardButton.Ok
 
-        def no_file_dialog(*_args, **_kwargs):
-            raise StageFailed("a step opened a file dialog instead of using the path it was given")
+        def accept_suggested_name(_parent=None, _caption="", suggested="", *_args, **_kwargs):
+            return suggested, ""
+
+        def unexpected(name: str, cancelled):
+            def dialog(*_args, **_kwargs):
+                self.problems.append(
+                    f"a step opened a file dialog ({name}) instead of using the path it was given"
+                )
+                return cancelled
+
+            return dialog
 
         patches = {
             (QMessageBox, "critical"): record("critical", ok),
             (QMessageBox, "warning"): record("warning", ok),
             (QMessageBox, "information"): record("information", ok),
             (QMessageBox, "question"): record("question", default_button),
-            (QFileDialog, "getExistingDirectory"): no_file_dialog,
-            (QFileDialog, "getOpenFileName"): no_file_dialog,
-            (QFileDialog, "getOpenFileNames"): no_file_dialog,
-            (QFileDialog, "getSaveFileName"): no_file_dialog,
+            (QFileDialog, "getSaveFileName"): accept_suggested_name,
+            (QFileDialog, "getExistingDirectory"): unexpected("getExistingDirectory", ""),
+            (QFileDialog, "getOpenFileName"): unexpected("getOpenFileName", ("", "")),
+            (QFileDialog, "getOpenFileNames"): unexpected("getOpenFileNames", ([], "")),
         }
         for (owner, name), replacement in patches.items():
-            self._saved.append((owner, name, owner.__dict__.get(name, getattr(owner, name))))
+            self._saved.append((owner, name, owner.__dict__[name]))
             setattr(owner, name, staticmethod(replacement))
+
+        def excepthook(exc_type, exc, tb):
+            self.problems.append(f"an error escaped the window's code: {_describe(exc)}")
+
+        self._excepthook, sys.excepthook = sys.excepthook, excepthook
 
     def uninstall(self) -> None:
         for owner, name, original in reversed(self._saved):
             setattr(owner, name, original)
         self._saved.clear()
+        if self._excepthook is not None:
+            sys.excepthook, self._excepthook = self._excepthook, None
 
     def check(self) -> None:
+        """Fail the stage if the window showed an error, asked for a file, or raised in a slot."""
         if self.problems:
             problem, self.problems = self.problems[0], []
-            raise StageFailed(f"the window showed an error: {problem}")
+            raise StageFailed(problem)
 
 
-def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> object:
-    """Run the event loop until `condition()` is true (returns its value), or fail after `timeout_s`."""
+def wait_until(
+    condition: Callable[[], object], timeout_s: float, what: str, check: Callable[[], None] | None = None
+) -> object:
+    """Run the event loop until `condition()` is true (returns its value), or fail after `timeout_s`.
+
+    `check` runs on every turn and raises to end the wait early (an error the window showed, say).
+    """
     from PySide6.QtCore import QEventLoop, QTimer
 
     deadline = time.monotonic() + timeout_s
     while True:
+        if check is not None:
+            check()
         value = condition()
         if value:
             return value
@@ -159,6 +188,31 @@ def make_photos(root: Path) -> Path:
     return root
 
 
+def drop_files(target, paths: list[Path]) -> None:
+    """Drag files onto `target` and drop them, as a user does from a file manager."""
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDragEnterEvent, QDropEvent
+    from PySide6.QtWidgets import QApplication
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    centre = QPointF(target.rect().center())
+    action = Qt.DropAction.CopyAction
+    buttons, modifiers = Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    enter = QDragEnterEvent(centre.toPoint(), action, mime, buttons, modifiers)
+    QApplication.sendEvent(target, enter)
+    if not enter.isAccepted():
+        raise StageFailed(f"{target.objectName()} did not accept the dragged photo")
+    QApplication.sendEvent(target, QDropEvent(centre, action, mime, buttons, modifiers))
+
+
+def _plain(rich_text: str) -> str:
+    """A label's rich text as the words a user reads."""
+    from PySide6.QtGui import QTextDocumentFragment
+
+    return QTextDocumentFragment.fromHtml(rich_text).toPlainText()
+
+
 class SelfTest:
     """The stages, in order, sharing the window and what each stage produced."""
 
@@ -170,6 +224,7 @@ class SelfTest:
         self.window = None
         self.photos: Path | None = None
         self.onnx_path: Path | None = None
+        self.accuracy = ""
         self.detail = ""
 
     # --------------------------------------------------------------------------------------------- stages
@@ -188,48 +243,132 @@ class SelfTest:
         wait_until(self.window.isVisible, TIMEOUT_S["window"], "showing the main window")
 
     def data_stage(self) -> None:
+        from PySide6.QtWidgets import QTableView
+
         self.photos = make_photos(self.workdir / "photos")
         state = self.window.state
-        self.window.open_folder(str(self.photos))
-        if not hasattr(self.window.pages["data"], "open_folder"):  # DEV: until the Data page lands
-            from bit_engine.data import scan
-
-            state.set_report(scan(str(self.photos)))
-        report = wait_until(
-            lambda: state.report, TIMEOUT_S["data"], "the Data step's scan of the photo folder"
-        )
+        self.window.open_folder(str(self.photos))  # what opening or dropping a folder does
+        report = self.wait(lambda: state.report, "data", "the Data step's scan of the photo folder")
         if not report.ok:
             raise StageFailed("the scan found the generated folder unusable: " + " ".join(report.errors))
         found = sorted(report.classes)
         if found != sorted(CLASSES):
             raise StageFailed(f"the scan found the classes {found}, expected {sorted(CLASSES)}")
-
-    def plan_stage(self) -> None:
-        from bit_engine.config import TrainConfig
-
-        self.window.state.set_config(
-            TrainConfig(data_dir=str(self.photos), model=MODEL, strategy="head", steps=STEPS, device="cpu")
+        table = self._find(QTableView, "classTable")
+        self.wait(
+            lambda: table.model().rowCount() == len(CLASSES), "data", "the class table listing the classes"
         )
 
-    def train_stage(self) -> None:
-        from bit_engine.train import fit
+    def plan_stage(self) -> None:
+        from PySide6.QtCore import Qt
+        from PySide6.QtWidgets import QComboBox, QRadioButton, QTableView
 
-        result = fit(self.window.state.config)
-        self.window.state.set_run(str(result.run_dir))
+        from app.widgets.hyperrule_table import ROWS
+
+        state = self.window.state
+        self.window.go_to("plan")
+        models = self._find(QComboBox, "modelPicker")
+        self.wait(lambda: models.findData(MODEL) >= 0, "plan", f"the Plan step offering {MODEL}")
+        models.setCurrentIndex(models.findData(MODEL))
+        devices = self._find(QComboBox, "devicePicker")
+        if devices.findData("cpu") >= 0:  # the self-test checks the installation, not the GPU driver
+            devices.setCurrentIndex(devices.findData("cpu"))
+        self._find(QRadioButton, "strategy_head").click()
+        # A short schedule, typed into the HyperRule table as a user overrides the rule's number of steps.
+        table = self._find(QTableView, "hyperRuleTable")
+        row = next(i for i, r in enumerate(ROWS) if r.field == "steps")
+        model = table.model()
+        if not model.setData(model.index(row, model.VALUE), STEPS, Qt.ItemDataRole.EditRole):
+            raise StageFailed(f"the HyperRule table refused {STEPS} steps")
+
+        def planned():
+            c = state.config
+            return c is not None and (c.model, c.strategy, c.steps) == (MODEL, "head", STEPS)
+
+        self.wait(planned, "plan", f"a plan of {STEPS} head steps of {MODEL}")
+
+    def train_stage(self) -> None:
+        from PySide6.QtWidgets import QLabel, QPushButton
+
+        state = self.window.state
+        self.window.go_to("train")
+        page = self.window.pages["train"]
+        start = self._find(QPushButton, "startButton")
+        self.wait(start.isEnabled, "train", "the Start button becoming available")
+        start.click()  # the Train step runs the engine in a child process, as it always does
+        self.wait(page.is_training, "train", "the training process starting")
+
+        def trained():
+            return state.run_dir and (Path(state.run_dir) / "model.pt").is_file()
+
+        self.wait(lambda: trained() or not page.is_training(), "train", f"training {STEPS} steps")
+        if not trained():
+            title = self.window.findChild(QLabel, "errorTitle")
+            text = self.window.findChild(QLabel, "errorText")
+            said = " ".join(_plain(w.text()) for w in (title, text) if w is not None and w.text())
+            raise StageFailed(f"training ended without a model: {said or page.bar_text()}")
 
     def export_stage(self) -> None:
-        from bit_engine.export import export_run
+        from PySide6.QtWidgets import QLabel, QPushButton
 
-        exported = export_run(self.window.state.run_dir)
-        self.window.state.set_exported(str(exported.export.path))
-        self.onnx_path = Path(self.window.state.onnx_path)
+        state = self.window.state
+        self.window.go_to("evaluate")
+        accuracy = self._find(QLabel, "accuracyLabel")
+        self.wait(lambda: "%" in accuracy.text(), "export", "the Evaluate step showing the run's accuracy")
+        self.accuracy = accuracy.text()
+        button = self._find(QPushButton, "exportButton")
+        self.wait(button.isEnabled, "export", "the Export button becoming available")
+        button.click()  # the save dialog is answered with the file name it suggests
+        status = self._find(QLabel, "exportStatus")
+        self.wait(
+            lambda: state.onnx_path or "failed" in status.text(), "export", "the export of the trained model"
+        )
+        if not state.onnx_path:
+            raise StageFailed(_plain(status.text()))
+        self.onnx_path = Path(state.onnx_path)
 
     def predict_stage(self) -> None:
+        from PySide6.QtWidgets import QListView, QWidget
+
         from bit_engine.inference import Predictor
 
-        photo = next(iter(sorted((self.photos / CLASSES[0]).iterdir())))
-        engine = Predictor(self.onnx_path).predict(photo, top_k=1)[0]
-        self.detail = f"{photo.name}: {engine.label} {engine.probability:.2f}, same as the engine"
+        self.window.go_to("predict")
+        page = self.window.pages["predict"]
+        # The step opens the model just exported by itself.
+        self.wait(
+            lambda: page.model_path == str(self.onnx_path), "predict", "the Predict step opening the model"
+        )
+        photo = sorted((self.photos / CLASSES[0]).iterdir())[0]
+        drop_files(self._find(QWidget, "predictDropArea"), [photo])
+        shown = self._find(QListView, "predictionList")
+        self.wait(lambda: shown.model().rowCount() > 0, "predict", "the prediction of the dropped photo")
+        row = shown.model().index(0, 0)
+        text = row.data()
+        window_answer = shown.model().rows()[0].predictions
+        engine = Predictor(self.onnx_path).predict(photo, top_k=len(window_answer) or 1)
+        same_labels = [label for label, _p in window_answer] == [p.label for p in engine]
+        same_probabilities = all(
+            abs(p_window - p.probability) <= PROBABILITY_TOLERANCE
+            for (_label, p_window), p in zip(window_answer, engine, strict=False)
+        )
+        if not (window_answer and same_labels and same_probabilities):
+            raise StageFailed(
+                f"the Predict step says {text!r} about {photo.name}, the engine says "
+                + ", ".join(f"{p.label} {p.probability:.4f}" for p in engine)
+            )
+        self.detail = f"{text} ({self.accuracy} validation accuracy), as the engine predicts"
+
+    # ------------------------------------------------------------------------------------------- helpers
+
+    def wait(self, condition: Callable[[], object], stage: str, what: str) -> object:
+        return wait_until(condition, TIMEOUT_S[stage], what, self.dialogs.check)
+
+    def _find(self, kind, name: str):
+        """The window's widget with this objectName (fixed by the GUI's contract)."""
+        widget = self.window.findChild(kind, name)
+        if widget is None:
+            raise StageFailed(f"the window has no {kind.__name__} named {name!r}")
+        return widget
 
     # ------------------------------------------------------------------------------------------------ run
 
