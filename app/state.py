@@ -40,6 +40,9 @@ class AppState(QObject):
         self.config: TrainConfig | None = None
         self.run_dir: str | None = None
         self.onnx_path: str | None = None
+        # Several devices for one run (data-parallel), as the engine's `--devices` text ("all"); None: the
+        # config's single `device`. Set by the Plan step before it publishes a config.
+        self.devices: str | None = None
 
     def set_folder(self, path: str) -> None:
         """A folder was opened: its previous scan and plan no longer apply."""

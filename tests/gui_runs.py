@@ -60,3 +60,43 @@ def shared_exported_run(tmp_path_factory) -> tuple[Path, Path]:
         run = train_colour_run(tmp_path_factory.mktemp("gui_run"))
         _SHARED["run"] = (run, Path(export_run(run).export.path))
     return _SHARED["run"]
+
+
+def drop(widget, paths) -> bool:
+    """Drag `paths` onto `widget` and drop them there (synthesised events: tests cannot start a real drag)."""
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDragEnterEvent, QDropEvent
+    from PySide6.QtWidgets import QApplication
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    centre = widget.rect().center()
+    enter = QDragEnterEvent(
+        QPointF(centre),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
+    QApplication.sendEvent(widget, enter)
+    if not enter.isAccepted():
+        return False
+    event = QDropEvent(
+        QPointF(centre),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
+    QApplication.sendEvent(widget, event)
+    return event.isAccepted()
+
+
+def cli_rows(onnx_model, paths, out: Path) -> list[dict]:
+    import csv
+
+    from bit_engine.cli import main
+
+    assert main(["predict", str(onnx_model), *map(str, paths), "--csv", str(out)]) in (0, 2)
+    with open(out, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))

@@ -151,3 +151,17 @@ def test_a_path_that_is_not_a_folder_is_refused_with_a_message(window, tmp_path,
     window.open_folder(str(tmp_path / "nowhere"))
     assert shown and "not a folder" in shown[0][2]
     assert _data_page(window).views.currentIndex() == 0
+
+
+def test_a_wrapped_folder_and_a_class_too_small_to_measure_are_explained(window, qtbot, tmp_path):
+    from tests.conftest import make_color_folder
+
+    root = tmp_path / "download"
+    make_color_folder(root / "photos", classes=("red", "green"), per_class=10)
+    make_color_folder(root / "photos", classes=("blue",), per_class=1, seed=2)
+    window.open_folder(str(root))
+    _wait_for_report(qtbot, window)
+    assert "The classes are in photos/" in window.findChild(QLabel, "summaryLabel").text()
+    split = window.findChild(QLabel, "splitLabel").text()
+    assert "No validation photo for <b>blue</b>" in split
+    assert ["blue", "1", "0: accuracy not measured"] in _table(window)

@@ -252,3 +252,44 @@ def test_two_classes_are_big_and_labelled(qtbot):
         model.index(1, 1).data(Qt.ItemDataRole.ToolTipRole)
         == "10 dogs images predicted correctly (100% of dogs)"
     )
+
+
+def test_from_the_report_to_a_prediction_in_the_window(qtbot, window, run, tmp_path, monkeypatch):
+    """The path through the window: report on screen -> a cell's images -> export -> drop -> the CLI's answer."""
+    from gui_runs import cli_rows, drop
+    from PIL import Image
+
+    report = json.loads((run / "report.json").read_text())
+    evaluate, predict = window.pages["evaluate"], window.pages["predict"]
+    with qtbot.waitSignal(evaluate.evaluationShown, timeout=30_000):
+        window.state.set_run(str(run))
+    window.go_to("evaluate")
+    assert window.step_reason("evaluate") is None
+    matrix = window.findChild(ConfusionMatrixView, "confusionMatrix")
+    assert matrix.isVisible()
+    n = len(report["classes"])
+    assert [[matrix.model().index(r, c).data() for c in range(n)] for r in range(n)] == report["confusion"]
+    _click_cell(qtbot, matrix, 0, 0)
+    assert evaluate.gallery.model().rowCount() == report["confusion"][0][0]
+
+    out = tmp_path / "exported.onnx"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), ""))
+    with qtbot.waitSignal(predict.modelOpened, timeout=180_000):  # the export is opened in Predict at once
+        qtbot.mouseClick(
+            window.findChild(type(evaluate.export_panel.export_button), "exportButton"),
+            Qt.MouseButton.LeftButton,
+        )
+    assert predict.model_path == str(out)
+
+    window.go_to("predict")
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (50, 40), (40, 60, 210)).save(photo)
+    with qtbot.waitSignal(predict.predictionsFinished, timeout=30_000):
+        assert drop(window.findChild(type(predict.drop_area), "predictDropArea"), [photo])
+    shown = predict.list.model().index(0).data()
+    expected = cli_rows(out, [photo], tmp_path / "cli.csv")[0]
+    assert shown == f"photo.png: {expected['label']} {float(expected['probability']):.1%}"
+    csv_path = tmp_path / "gui.csv"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(csv_path), ""))
+    qtbot.mouseClick(window.findChild(type(predict.save_button), "saveCsvButton"), Qt.MouseButton.LeftButton)
+    assert csv_path.read_text().splitlines()[1].startswith(f"{photo},{expected['label']},")

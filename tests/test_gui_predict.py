@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gui_runs import shared_exported_run
+from gui_runs import cli_rows, drop, shared_exported_run
 from PIL import Image
-from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer
+from PySide6.QtGui import QDragEnterEvent
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from app.pages.predict_page import PredictPage
@@ -53,32 +53,6 @@ def opened(qtbot, page, state, onnx_model):
     return page
 
 
-def drop(widget, paths) -> bool:
-    """Drag `paths` onto `widget` and drop them there (synthesised events: tests cannot start a real drag)."""
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    centre = widget.rect().center()
-    enter = QDragEnterEvent(
-        QPointF(centre),
-        Qt.DropAction.CopyAction,
-        mime,
-        Qt.MouseButton.LeftButton,
-        Qt.KeyboardModifier.NoModifier,
-    )
-    QApplication.sendEvent(widget, enter)
-    if not enter.isAccepted():
-        return False
-    event = QDropEvent(
-        QPointF(centre),
-        Qt.DropAction.CopyAction,
-        mime,
-        Qt.MouseButton.LeftButton,
-        Qt.KeyboardModifier.NoModifier,
-    )
-    QApplication.sendEvent(widget, event)
-    return event.isAccepted()
-
-
 def rows(page):
     model = page.findChild(type(page.list), "predictionList").model()
     return [model.index(i).data(ROW_ROLE) for i in range(model.rowCount())], [
@@ -92,14 +66,6 @@ def photo(path: Path, colour, size=(48, 36), seed=0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path)
     return path
-
-
-def cli_rows(onnx_model, paths, out: Path) -> list[dict]:
-    from bit_engine.cli import main
-
-    assert main(["predict", str(onnx_model), *map(str, paths), "--csv", str(out)]) in (0, 2)
-    with open(out, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def test_a_dropped_photo_gets_the_command_lines_answer_and_a_csv(

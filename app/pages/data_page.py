@@ -451,26 +451,25 @@ class DataPage(QWidget):
             w, h = report.median_size
             parts.append(f"typical size {w}×{h} pixels")
         parts.append(f"{report.files_seen:,} files read in {report.seconds:.1f} s")
-        if not report.skipped:
+        if not report.notable_skipped:
             parts.append("no file skipped")
         summary = " · ".join(parts)
-        note = getattr(report, "layout_note", "")
-        if note:
-            summary += f"<br>{html.escape(note)}"
+        if report.layout_note:
+            summary += f"<br>{html.escape(report.layout_note, quote=False)}"
         self.summary.setText(summary)
 
         self.split_label.setText(self._split_text(report, split))
         self.split_label.setVisible(report.ok)
 
         if report.errors:
-            items = "".join(f"<li>{html.escape(e)}</li>" for e in report.errors)
+            items = "".join(f"<li>{html.escape(e, quote=False)}</li>" for e in report.errors)
             self.errors_label.setText(
                 f"<b>Training cannot start with this folder yet.</b><ul>{items}</ul>"
                 "Fix the folder, then press <b>Rescan</b>. (BiT Studio never changes it for you.)"
             )
         self.errors_label.setVisible(bool(report.errors))
         if report.warnings:
-            items = "".join(f"<li>{html.escape(w)}</li>" for w in report.warnings)
+            items = "".join(f"<li>{html.escape(w, quote=False)}</li>" for w in report.warnings)
             self.warnings_label.setText(f"<b>Worth knowing before you train</b><ul>{items}</ul>")
         self.warnings_label.setVisible(bool(report.warnings))
 
@@ -479,13 +478,28 @@ class DataPage(QWidget):
         self._show_skipped(report)
         self.views.setCurrentIndex(2)
 
+    @classmethod
+    def _split_text(cls, report, split) -> str:
+        text = cls._split_sentence(report, split)
+        unmeasured = (
+            split.classes_without_validation if split is not None else report.classes_without_validation
+        )
+        if text and unmeasured:
+            names = ", ".join(html.escape(n, quote=False) for n in unmeasured[:8])
+            more = f" and {len(unmeasured) - 8} more" if len(unmeasured) > 8 else ""
+            text += (
+                f"<br>No validation photo for <b>{names}</b>{more}: too few photos, so how well the model "
+                "knows them cannot be measured. Add photos to them if you can."
+            )
+        return text
+
     @staticmethod
-    def _split_text(report, split) -> str:
+    def _split_sentence(report, split) -> str:
         if report.split_dirs:
             train_dir, *val_dirs = report.split_dirs
-            vals = " and ".join(f"<b>{html.escape(v)}/</b>" for v in val_dirs)
+            vals = " and ".join(f"<b>{html.escape(v, quote=False)}/</b>" for v in val_dirs)
             return (
-                f"Uses the folder's own split: <b>{html.escape(train_dir)}/</b> ({len(report.train):,} photos) "
+                f"Uses the folder's own split: <b>{html.escape(train_dir, quote=False)}/</b> ({len(report.train):,} photos) "
                 f"to train, {vals} ({len(report.val):,} photos) to check the model."
             )
         if split is None:
@@ -522,8 +536,13 @@ class DataPage(QWidget):
 
     def _show_skipped(self, report) -> None:
         self.skipped_list.clear()
-        skipped = report.skipped
-        self.skipped_box.setTitle(f"Skipped files ({len(skipped):,})")
+        skipped = report.skipped  # the ones worth reading first, hidden system files last
+        notable = len(report.notable_skipped)
+        hidden = len(skipped) - notable
+        title = f"Skipped files ({notable:,})"
+        if hidden:
+            title += f", and {hidden:,} hidden system {'file' if hidden == 1 else 'files'} (.DS_Store, Thumbs.db, …)"
+        self.skipped_box.setTitle(title)
         self.skipped_box.setVisible(bool(skipped))
         for s in skipped[:MAX_SKIPPED_SHOWN]:
             where = "the folder itself" if s.path == "." else s.path

@@ -92,6 +92,11 @@ class Evaluation:
         return [GalleryItem(str(Path(self.root, f)), t, t) for f in self.files.get(t, []) if f not in wrong]
 
 
+def _as_dict(report) -> dict:
+    """The report as the JSON-shaped dict the page reads (the engine may hand back a typed report)."""
+    return report.to_dict() if hasattr(report, "to_dict") else dict(report)
+
+
 def _files_by_class(samples, classes: Sequence[str], known: Sequence[str] | None = None) -> dict[str, list]:
     out: dict[str, list[str]] = {}
     for s in samples:
@@ -134,10 +139,11 @@ def _evaluate(run_dir: str, folder: str | None):
         from bit_engine.evaluate import evaluate_run
         from bit_engine.progress import OperationCancelled, Progress
 
-        def relay(done: int, total: int) -> None:
-            on_progress(Progress("evaluating", done, total))
+        def relay(*report) -> None:
+            # The engine reports `Progress`; older engines called back with (done, total).
+            on_progress(report[0] if len(report) == 1 else Progress("evaluating", *report))
 
-        report = evaluate_run(run_dir, folder, on_progress=relay, cancel=cancel)
+        report = _as_dict(evaluate_run(run_dir, folder, on_progress=relay, cancel=cancel))
         if cancel.is_set():
             raise OperationCancelled("Evaluation cancelled.")
         if folder is None:

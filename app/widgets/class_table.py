@@ -29,6 +29,7 @@ class ClassRow:
     train: int
     val: int
     examples: tuple[str, ...]  # absolute paths
+    nested: tuple[str, ...] = ()  # sub-folders of the class folder holding photos (counted in the class)
 
 
 class ClassTableModel(QAbstractTableModel):
@@ -85,6 +86,9 @@ class ClassTableModel(QAbstractTableModel):
         row, col = self._rows[index.row()], index.column()
         if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.AccessibleTextRole):
             if col == self.CLASS:
+                if row.nested:
+                    n = len(row.nested)
+                    return f"{row.name}  (+{n} sub-folder{'s' if n > 1 else ''})"
                 return row.name
             if col == self.TRAIN:
                 return f"{row.train:,}"
@@ -96,6 +100,8 @@ class ClassTableModel(QAbstractTableModel):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ForegroundRole and col == self.VAL and row.val == 0:
             return QColor(180, 90, 0)
+        if role == Qt.ItemDataRole.ToolTipRole and col == self.CLASS and row.nested:
+            return f"The photos in {', '.join(row.nested)} inside {row.name}/ count as {row.name}."
         if role == Qt.ItemDataRole.ToolTipRole and col == self.EXAMPLES:
             return "\n".join(row.examples)
         if role == PATHS_ROLE and col == self.EXAMPLES:

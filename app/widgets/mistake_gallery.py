@@ -92,6 +92,9 @@ class GalleryModel(QAbstractListModel):
         self._rows = {}
         for row, item in enumerate(self._items):
             self._rows.setdefault(item.path, []).append(row)
+        # Keep only the thumbnails still shown: browsing every cell of a big matrix must not hoard pixmaps.
+        self._thumbs = {path: pixmap for path, pixmap in self._thumbs.items() if path in self._rows}
+        self._errors = {path: why for path, why in self._errors.items() if path in self._rows}
         self.endResetModel()
 
     def item(self, row: int) -> GalleryItem:

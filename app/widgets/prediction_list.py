@@ -182,7 +182,8 @@ class PredictionDelegate(QStyledItemDelegate):
             return
         label_width = min(max(80, width * 2 // 5), 220)
         percent_width = metrics.horizontalAdvance("100.0%") + 6
-        bar_width = max(20, width - label_width - percent_width - 8)
+        # Capped: on a wide window a full-width bar puts the percentage far from its label.
+        bar_width = max(20, min(320, width - label_width - percent_width - 8))
         for i, (label, probability) in enumerate(row.predictions[: self.top_k]):
             font = bold if i == 0 else option.font
             painter.setFont(font)
