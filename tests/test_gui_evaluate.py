@@ -91,9 +91,19 @@ def test_matrix_equals_the_report_and_a_cell_shows_its_images(qtbot, page, run):
         lambda: page.detail.image_label.pixmap() is not None and not page.detail.image_label.pixmap().isNull()
     )
 
-    # A diagonal cell lists the correct answers (all validation images of the class not among the mistakes).
+    # A diagonal cell lists the correct answers (all validation images of the class not among the mistakes);
+    # the report has no confidence for them, so the page measures it in the background, least sure first.
     _click_cell(qtbot, matrix, predicted, predicted)
     assert gallery.model().rowCount() == report["confusion"][predicted][predicted]
+    items = gallery.gallery_model.items
+    qtbot.waitUntil(lambda: all(i.confidence is not None for i in items()), timeout=30_000)
+    measured = [i.confidence for i in items()]
+    assert measured == sorted(measured)
+    assert "least sure first" in page.cell_label.text()
+    from bit_engine.inference import Predictor
+
+    top = Predictor(run / "model.onnx").predict(items()[0].path, top_k=1)[0]
+    assert (top.label, top.probability) == (classes[predicted], pytest.approx(measured[0], abs=1e-4))
 
 
 def test_class_table_is_sortable_by_number(qtbot, page, run):
@@ -293,3 +303,16 @@ def test_from_the_report_to_a_prediction_in_the_window(qtbot, window, run, tmp_p
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(csv_path), ""))
     qtbot.mouseClick(window.findChild(type(predict.save_button), "saveCsvButton"), Qt.MouseButton.LeftButton)
     assert csv_path.read_text().splitlines()[1].startswith(f"{photo},{expected['label']},")
+
+
+def test_zoom_keys_and_fit(qtbot, page, run):
+    _load(qtbot, page, run)
+    matrix = page.matrix
+    fitted = matrix.cell_size
+    matrix.setFocus()
+    qtbot.keyClick(matrix, Qt.Key.Key_Plus, Qt.KeyboardModifier.ControlModifier)
+    assert matrix.cell_size > fitted
+    qtbot.keyClick(matrix, Qt.Key.Key_0, Qt.KeyboardModifier.ControlModifier)
+    assert matrix.cell_size == fitted
+    qtbot.mouseClick(page.findChild(type(page.fit_button), "matrixZoomOutButton"), Qt.MouseButton.LeftButton)
+    assert matrix.cell_size < fitted

@@ -11,6 +11,7 @@ predicted)`, `evaluate_folder(path)`, and the export panel's `export_to(path)`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from PySide6.QtCore import (
     Qt,
     Signal,
 )
-from PySide6.QtGui import QFont, QImage
+from PySide6.QtGui import QFont, QImage, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -157,7 +158,7 @@ def _evaluate(run_dir: str, folder: str | None):
 
 
 class _RunModel:
-    """The run's PyTorch model, loaded once, for the top 3 of single photos (used from Workers only)."""
+    """The run's PyTorch model, for the probabilities of single photos (used from Workers only)."""
 
     def __init__(self, run_dir: str):
         from bit_engine.runs import RunDir
@@ -168,18 +169,41 @@ class _RunModel:
         self.classes = list(meta["classes"])
         self.preprocessing = run.preprocessing()
 
-    def top_k(self, path: str, k: int = 3) -> list[tuple[str, float]]:
+    def probabilities(self, paths: Sequence[str], cancel=None):
+        """Class probabilities (N x classes, a torch tensor) of `paths`; None when cancelled."""
         import torch
 
         from bit_engine.evaluate import predict_dataset
         from bit_engine.transforms import ImageDataset
 
         # The evaluation's own code path, so the numbers match the report's confidences.
-        dataset = ImageDataset([path], [0], self.preprocessing, train=False)
-        logits, _ = predict_dataset(self.model, dataset, torch.device("cpu"))
-        probabilities = logits.softmax(1)[0]
+        dataset = ImageDataset(list(paths), [0] * len(paths), self.preprocessing, train=False)
+        result = predict_dataset(self.model, dataset, torch.device("cpu"), cancel=cancel)
+        return None if result is None else result[0].softmax(1)
+
+    def top_k(self, path: str, k: int = 3) -> list[tuple[str, float]]:
+        probabilities = self.probabilities([path])[0]
         values, indices = probabilities.topk(min(k, len(self.classes)))
         return [(self.classes[i], float(v)) for v, i in zip(values.tolist(), indices.tolist(), strict=True)]
+
+
+class _ModelCache:
+    """One `_RunModel` at a time, loaded on first use by whichever Worker needs it first."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._model: _RunModel | None = None
+
+    def get(self, run_dir: str) -> _RunModel:
+        with self._lock:
+            if self._model is None or self._model.run_dir != run_dir:
+                self._model = None  # free the old weights before loading the new ones
+                self._model = _RunModel(run_dir)
+            return self._model
+
+    def clear(self) -> None:
+        with self._lock:
+            self._model = None
 
 
 class ClassMetricsModel(QAbstractTableModel):
@@ -255,7 +279,8 @@ class EvaluatePage(QWidget):
         self.evaluation: Evaluation | None = None
         self.validation: Evaluation | None = None  # kept to come back to after another folder
         self._run_dir: str | None = None
-        self._run_model: _RunModel | None = None
+        self._models = _ModelCache()
+        self._confidence_worker: Worker | None = None
         self._workers: set[Worker] = set()
         self._evaluation_worker: Worker | None = None
         self._top_k_worker: Worker | None = None
@@ -345,6 +370,16 @@ class EvaluatePage(QWidget):
         zoom_in.clicked.connect(self.matrix.zoom_in)
         for button in (zoom_out, zoom_in):
             button.setFixedWidth(button.sizeHint().height() + 6)
+        # The usual zoom keys, while the matrix has the focus (Ctrl + wheel works too).
+        for keys, slot, button in (
+            (QKeySequence.StandardKey.ZoomIn, self.matrix.zoom_in, zoom_in),
+            (QKeySequence.StandardKey.ZoomOut, self.matrix.zoom_out, zoom_out),
+            (QKeySequence("Ctrl+0"), self.matrix.zoom_to_fit, self.fit_button),
+        ):
+            shortcut = QShortcut(keys, self.matrix, context=Qt.ShortcutContext.WidgetShortcut)
+            shortcut.activated.connect(slot)
+            sequence = QKeySequence(keys).toString(QKeySequence.SequenceFormat.NativeText)
+            button.setToolTip(f"{button.accessibleName()} ({sequence}, or Ctrl + mouse wheel)")
         matrix_bar = QHBoxLayout()
         matrix_bar.addWidget(matrix_caption, 1)
         for button in (self.fit_button, zoom_out, zoom_in):
@@ -422,7 +457,7 @@ class EvaluatePage(QWidget):
     def load_run(self, run_dir: str) -> None:
         """Show the run's validation results (evaluating it first when it has no report yet)."""
         self._run_dir = str(run_dir)
-        self._run_model = None
+        self._models.clear()
         self.validation = None
         self.export_panel.set_run(self._run_dir)
         has_report = (Path(run_dir) / "report.json").is_file()
@@ -446,11 +481,17 @@ class EvaluatePage(QWidget):
             return
         items = self.evaluation.cell_items(true, predicted)
         sentence = self.matrix_model.describe(true, predicted)
+        if self._confidence_worker is not None:
+            self._confidence_worker.cancel()
+            self._confidence_worker = None
         if true == predicted:
             listed = (
                 f"; {len(items)} listed" if len(items) != self.matrix_model.count(true, predicted) else ""
             )
-            note = f"{sentence}{listed}. The report keeps the model's confidence for mistakes only."
+            note = f"{sentence}{listed}."
+            if items and self._run_dir is not None:
+                note += " Measuring how sure the model was of each…"
+                self._start_confidences(items)
         else:
             note = f"{sentence}, the most confident mistakes first." if items else f"{sentence}."
         self.cell_label.setText(note)
@@ -574,15 +615,37 @@ class EvaluatePage(QWidget):
         self.folder_button.setEnabled(False)
         worker.start()
 
+    def _start_confidences(self, items: list[GalleryItem]) -> None:
+        """The report keeps confidences for mistakes only: measure them for a cell of right answers."""
+        run_dir, models = self._run_dir, self._models
+
+        def call(on_progress, cancel):
+            from bit_engine.progress import OperationCancelled
+
+            model = models.get(run_dir)
+            probabilities = model.probabilities([item.path for item in items], cancel)
+            if probabilities is None:
+                raise OperationCancelled("Stopped measuring.")
+            index = {name: i for i, name in enumerate(model.classes)}
+            return [
+                GalleryItem(item.path, item.true, item.predicted, float(p[index[item.predicted]]))
+                for item, p in zip(items, probabilities, strict=True)
+            ]
+
+        worker = self._track(Worker(call, self, "confidences"))
+        self._confidence_worker = worker
+        worker.succeeded.connect(self._on_confidences_measured)
+        worker.failed.connect(self._on_confidences_failed)
+        worker.start()
+
     def _start_top_k(self) -> None:
         item, self._pending_photo = self._pending_photo, None
         if item is None or self._run_dir is None:
             return
-        run_dir, cached = self._run_dir, self._run_model
+        run_dir, models = self._run_dir, self._models
 
         def call(on_progress, cancel):
-            model = cached if cached is not None and cached.run_dir == run_dir else _RunModel(run_dir)
-            return model, item, model.top_k(item.path)
+            return item, models.get(run_dir).top_k(item.path)
 
         worker = self._track(Worker(call, self, "top-3"))
         self._top_k_worker = worker
@@ -652,9 +715,25 @@ class EvaluatePage(QWidget):
         self.cancel_button.setEnabled(True)
         self.folder_button.setEnabled(self.evaluation is not None)
 
+    def _on_confidences_measured(self, items: list[GalleryItem]) -> None:
+        if self.sender() is not self._confidence_worker:
+            return  # another cell is shown by now
+        self._confidence_worker = None
+        # The least sure right answers first: the ones closest to becoming mistakes.
+        items = sorted(items, key=lambda item: item.confidence)
+        self.gallery.set_items(items)
+        text = self.cell_label.text().replace(" Measuring how sure the model was of each…", "")
+        self.cell_label.setText(f"{text} The least sure first.")
+
+    def _on_confidences_failed(self, exc) -> None:
+        if self.sender() is not self._confidence_worker:
+            return
+        self._confidence_worker = None
+        text = self.cell_label.text().replace(" Measuring how sure the model was of each…", "")
+        self.cell_label.setText(f"{text} (How sure the model was could not be measured: {user_message(exc)})")
+
     def _on_top_k_succeeded(self, result) -> None:
-        model, item, predictions = result
-        self._run_model = model if model.run_dir == self._run_dir else None
+        item, predictions = result
         if self.detail.item == item:
             self.detail.set_top_k(predictions)
             self.topKShown.emit(predictions)

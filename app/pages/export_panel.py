@@ -65,7 +65,13 @@ def describe_export(record) -> str:
             f"{accuracy}speed {q.fp32_images_per_s:.1f} → {q.int8_images_per_s:.1f} images/s "
             f"({q.speedup:.2f}x) on this computer, measured on {q.n_images} validation images."
         )
+        if q.accuracy_change is not None and q.accuracy_change <= -0.02:
+            lines.append(
+                f"<span style='color:#b42318'><b>The int8 copy is {-q.accuracy_change * 100:.1f} points less "
+                f"accurate:</b> use {_escape(Path(e.path).name)} unless the smaller size matters more.</span>"
+            )
         lines.extend(f"Note: {_escape(note)}" for note in q.notes)
+    lines.append("The Predict step now uses this model.")
     return "<br>".join(lines)
 
 

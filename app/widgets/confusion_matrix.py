@@ -277,6 +277,7 @@ class ConfusionMatrixView(QTableView):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self._cell = self.DEFAULT_CELL
+        self._fitting = False
         self.setHorizontalHeader(_ClassHeader(Qt.Orientation.Horizontal, self))
         self.setVerticalHeader(_ClassHeader(Qt.Orientation.Vertical, self))
         self.setItemDelegate(ConfusionMatrixDelegate(self))
@@ -299,7 +300,11 @@ class ConfusionMatrixView(QTableView):
         return self._cell
 
     def set_cell_size(self, size: int) -> None:
-        """Make every cell `size` pixels square (clamped to the view's limits)."""
+        """Make every cell `size` pixels square (clamped to the view's limits); the view stops fitting itself."""
+        self._fitting = False
+        self._apply_cell_size(size)
+
+    def _apply_cell_size(self, size: int) -> None:
         self._cell = max(self.MIN_CELL, min(self.MAX_CELL, int(size)))
         for header in (self.horizontalHeader(), self.verticalHeader()):
             header.setDefaultSectionSize(self._cell)
@@ -329,20 +334,26 @@ class ConfusionMatrixView(QTableView):
             (width - self.verticalHeader().label_extent()) // n,
             (height - self.horizontalHeader().label_extent()) // n,
         )
-        if labelled >= text:
-            self.set_cell_size(min(self.FIT_MAX_CELL, labelled))
-            return
         strip = _ClassHeader.STRIP
-        self.set_cell_size(min((width - strip) // n, (height - strip) // n, text - 1))
+        if labelled >= text:
+            self._apply_cell_size(min(self.FIT_MAX_CELL, labelled))
+        else:
+            self._apply_cell_size(min((width - strip) // n, (height - strip) // n, text - 1))
+        self._fitting = True  # and it keeps fitting as the view is resized, until the user zooms
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if self._fitting:
+            self.zoom_to_fit()
 
     def setModel(self, model) -> None:
         super().setModel(model)
         if model is not None:
             model.modelReset.connect(self._on_model_reset)
-        self.set_cell_size(self._cell)
+        self._apply_cell_size(self._cell)
 
     def _on_model_reset(self) -> None:
-        self.set_cell_size(self._cell)  # header extents follow the new class names
+        self._apply_cell_size(self._cell)  # header extents follow the new class names
 
     def wheelEvent(self, event: QWheelEvent) -> None:
         if event.modifiers() & Qt.KeyboardModifier.ControlModifier:

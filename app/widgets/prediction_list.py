@@ -6,6 +6,8 @@ automation and screen readers read the answer without the painting; the full ans
 
 from __future__ import annotations
 
+import dataclasses
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +23,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.widgets.thumbnails import ThumbnailLoader
+
 #: The `PredictionRow` of a row.
 ROW_ROLE = Qt.ItemDataRole.UserRole + 1
 
 THUMB = 72
+
+#: Narrowest card: the list lays cards out in as many columns of at least this width as fit, and widens
+#: them to fill the row.
+MIN_CARD_WIDTH = 380
 _BAR = QColor(33, 102, 172)
 _BAR_BACK = QColor(226, 232, 240)
 _ERROR = QColor(190, 40, 30)
@@ -68,30 +76,58 @@ class PredictionRow:
 
 
 class PredictionListModel(QAbstractListModel):
-    """Predictions in the order they finished; rows are only ever appended (streaming) or all cleared."""
+    """Predictions in the order they finished; rows are only ever appended (streaming) or all cleared.
 
-    def __init__(self, parent=None):
+    Thumbnails are kept for the most recently shown `THUMBNAIL_CACHE` photos only, so a drop of tens of
+    thousands of photos does not hold all their pictures in memory: a row whose thumbnail was let go asks
+    the `ThumbnailLoader` again when it is painted.
+
+    Args:
+        loader: decodes thumbnails that are no longer cached (None: such rows show a grey square).
+    """
+
+    THUMBNAIL_CACHE = 1000
+
+    def __init__(self, loader: ThumbnailLoader | None = None, parent=None):
         super().__init__(parent)
         self._rows: list[PredictionRow] = []
-        self._pixmaps: dict[int, QPixmap] = {}
+        self._row_of: dict[str, list[int]] = {}
+        self._pixmaps: OrderedDict[str, QPixmap] = OrderedDict()  # least recently used first
+        self._loader = loader
+        if loader is not None:
+            loader.loaded.connect(self._on_loaded)
 
     def append(self, rows: Iterable[PredictionRow]) -> None:
-        rows = list(rows)
-        if not rows:
+        """Add rows; their thumbnails move into the cache (the rows keep none themselves)."""
+        kept = []
+        for row in rows:
+            if row.thumbnail is not None and not row.thumbnail.isNull():
+                self._remember(row.path, QPixmap.fromImage(row.thumbnail))
+                row = dataclasses.replace(row, thumbnail=None)
+            kept.append(row)
+        if not kept:
             return
         start = len(self._rows)
-        self.beginInsertRows(QModelIndex(), start, start + len(rows) - 1)
-        self._rows.extend(rows)
+        self.beginInsertRows(QModelIndex(), start, start + len(kept) - 1)
+        for i, row in enumerate(kept):
+            self._row_of.setdefault(row.path, []).append(start + i)
+        self._rows.extend(kept)
         self.endInsertRows()
 
     def clear(self) -> None:
         self.beginResetModel()
         self._rows = []
-        self._pixmaps = {}
+        self._row_of = {}
+        self._pixmaps.clear()
+        if self._loader is not None:
+            self._loader.clear()
         self.endResetModel()
 
     def rows(self) -> list[PredictionRow]:
         return list(self._rows)
+
+    def cached_thumbnails(self) -> int:
+        return len(self._pixmaps)
 
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self._rows)
@@ -107,19 +143,35 @@ class PredictionListModel(QAbstractListModel):
                 return f"{row.path}\n{row.error}"
             return row.path + "\n" + "\n".join(f"{label}: {p:.2%}" for label, p in row.predictions)
         if role == Qt.ItemDataRole.DecorationRole:
-            return self._pixmap(index.row())
+            return self._pixmap(row)
         if role == ROW_ROLE:
             return row
         return None
 
-    def _pixmap(self, row: int) -> QPixmap | None:
-        # QPixmaps are made here, on the GUI thread, and only for rows that get painted.
-        if row not in self._pixmaps:
-            image = self._rows[row].thumbnail
-            if image is None or image.isNull():
-                return None
-            self._pixmaps[row] = QPixmap.fromImage(image)
-        return self._pixmaps[row]
+    def _remember(self, path: str, pixmap: QPixmap) -> None:
+        self._pixmaps[path] = pixmap
+        self._pixmaps.move_to_end(path)
+        while len(self._pixmaps) > self.THUMBNAIL_CACHE:
+            evicted, _ = self._pixmaps.popitem(last=False)
+            if self._loader is not None:
+                self._loader.forget(evicted)  # so that it can be asked for again
+
+    def _pixmap(self, row: PredictionRow) -> QPixmap | None:
+        pixmap = self._pixmaps.get(row.path)
+        if pixmap is not None:
+            self._pixmaps.move_to_end(row.path)
+        elif row.error is None and self._loader is not None:
+            self._loader.request(row.path)
+        return pixmap
+
+    def _on_loaded(self, path: str, image: QImage) -> None:
+        rows = self._row_of.get(path)
+        if not rows:
+            return
+        self._remember(path, QPixmap.fromImage(image))
+        for r in rows:
+            index = self.index(r)
+            self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole])
 
 
 class PredictionDelegate(QStyledItemDelegate):
@@ -128,20 +180,27 @@ class PredictionDelegate(QStyledItemDelegate):
     def __init__(self, top_k: int = 3, parent=None):
         super().__init__(parent)
         self.top_k = top_k
+        self.card_width = MIN_CARD_WIDTH
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
         line = option.fontMetrics.height()
-        return QSize(360, max(THUMB + 8, 8 + line * (1 + self.top_k) + 2 * self.top_k))
+        return QSize(self.card_width, max(THUMB + 8, 8 + line * (1 + self.top_k) + 2 * self.top_k))
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
         row: PredictionRow = index.data(ROW_ROLE)
         rect: QRect = option.rect
         palette: QPalette = option.palette
         painter.save()
-        if option.state & QStyle.StateFlag.State_Selected:
-            painter.fillRect(rect, palette.color(QPalette.ColorRole.Highlight).lighter(170))
-        elif index.row() % 2:
-            painter.fillRect(rect, palette.color(QPalette.ColorRole.AlternateBase))
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        card = rect.adjusted(1, 1, -1, -1)
+        painter.fillRect(
+            card,
+            palette.color(QPalette.ColorRole.Highlight).lighter(170)
+            if selected
+            else palette.color(QPalette.ColorRole.AlternateBase),
+        )
+        painter.setPen(palette.color(QPalette.ColorRole.Midlight))
+        painter.drawRect(card.adjusted(0, 0, -1, -1))
         box = QRect(rect.left() + 4, rect.top() + 4, THUMB, THUMB)
         pixmap = index.data(Qt.ItemDataRole.DecorationRole)
         if isinstance(pixmap, QPixmap) and not pixmap.isNull():
@@ -210,18 +269,35 @@ class PredictionDelegate(QStyledItemDelegate):
 
 
 class PredictionList(QListView):
-    """The list view of a `PredictionListModel`, painted by a `PredictionDelegate`."""
+    """The view of a `PredictionListModel`: one card per photo, painted by a `PredictionDelegate`."""
 
     def __init__(self, parent: QWidget | None = None, top_k: int = 3):
         super().__init__(parent)
-        self.prediction_model = PredictionListModel(self)
+        self.thumbnails = ThumbnailLoader(size=2 * THUMB, threads=1, parent=self)
+        self.prediction_model = PredictionListModel(self.thumbnails, self)
         self.setModel(self.prediction_model)
         self.setItemDelegate(PredictionDelegate(top_k, self))
         self.setUniformItemSizes(True)
+        # Cards flow left to right and wrap: a wide window shows several columns instead of empty space.
+        self.setViewMode(QListView.ViewMode.IconMode)
+        self.setFlow(QListView.Flow.LeftToRight)
+        self.setWrapping(True)
+        self.setResizeMode(QListView.ResizeMode.Adjust)
+        self.setMovement(QListView.Movement.Static)
+        self.setSpacing(3)
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
-        self.setAlternatingRowColors(True)
 
     def rows(self) -> Sequence[PredictionRow]:
         return self.prediction_model.rows()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        delegate = self.itemDelegate()
+        room = self.viewport().width() - 2 * self.spacing()
+        columns = max(1, room // (MIN_CARD_WIDTH + 2 * self.spacing()))
+        width = max(MIN_CARD_WIDTH // 2, room // columns - 2 * self.spacing())
+        if isinstance(delegate, PredictionDelegate) and delegate.card_width != width:
+            delegate.card_width = width
+            self.scheduleDelayedItemsLayout()  # uniform sizes are cached: lay the cards out again
