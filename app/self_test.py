@@ -206,6 +206,16 @@ def drop_files(target, paths: list[Path]) -> None:
     QApplication.sendEvent(target, QDropEvent(centre, action, mime, buttons, modifiers))
 
 
+def _read_json(path: Path) -> dict:
+    import json
+
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _plain(rich_text: str) -> str:
     """A label's rich text as the words a user reads."""
     from PySide6.QtGui import QTextDocumentFragment
@@ -307,6 +317,10 @@ class SelfTest:
             text = self.window.findChild(QLabel, "errorText")
             said = " ".join(_plain(w.text()) for w in (title, text) if w is not None and w.text())
             raise StageFailed(f"training ended without a model: {said or page.bar_text()}")
+        # The run folder is signed by the process that trained (status.json): it must not be the window's.
+        trainer = _read_json(Path(state.run_dir) / "status.json").get("pid", 0)
+        if trainer == os.getpid():
+            raise StageFailed("the window trained in its own process, not in a child process")
 
     def export_stage(self) -> None:
         from PySide6.QtWidgets import QLabel, QPushButton
