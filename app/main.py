@@ -64,6 +64,12 @@ def create_application(argv: list[str] | None = None):
     app.setOrganizationName("BiT Studio")
     app.setDesktopFileName(DESKTOP_ID)
     app.setWindowIcon(app_icon())
+    if sys.platform == "win32":
+        # Without its own AppUserModelID, Windows groups the window under python.exe in the taskbar and
+        # shows Python's icon there (the bundle's .exe carries the icon, a virtual environment does not).
+        import ctypes
+
+        ctypes.windll.shell32.SetCurrentProcessExplicitAppUserModelID(DESKTOP_ID)
     return app
 
 
