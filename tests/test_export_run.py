@@ -46,7 +46,7 @@ def test_exported_model_predicts_what_the_app_evaluated(trained_run):
     assert saved["export"]["n_images"] == 6
 
     report = evaluate_run(trained_run.run_dir)
-    wrong = {m["file"]: m["predicted"] for m in report["misclassified"]}
+    wrong = {m.file: m.predicted for m in report.misclassified}
     split = json.loads((trained_run.run_dir / "split.json").read_text())
     predictor = Predictor(e.path)
     assert predictor.labels == ["blue", "green", "red"] and predictor.input_size == (32, 32)
