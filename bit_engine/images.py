@@ -408,11 +408,25 @@ def _from_gray_array(a: np.ndarray, *, float_data: bool) -> Image.Image:
     return Image.fromarray(gray).convert("RGB")
 
 
-def is_image_name(name: str) -> bool:
-    """True for file names that look like photos this module can read (by their ending)."""
-    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+def to_model_input(image: Image.Image, size: int | tuple[int, int]) -> np.ndarray:
+    """The test-time transform: the whole image resized to the model input, as uint8 ``H x W x 3`` RGB.
 
+    The single definition of how an image becomes model input at test time (BiT's test transform: the WHOLE
+    image resized to the input size with bilinear filtering; no crop, aspect ratio not kept). Evaluation
+    (`transforms.decode_resized`) and the ONNX predictor (`inference.prepare`) both call it, so the accuracy
+    the app reports is the accuracy the exported file gets.
 
-def is_unsupported_photo_name(name: str) -> bool:
-    """True for photo files in a format we know and cannot read (HEIC, RAW, ...)."""
-    return os.path.splitext(name)[1].lower() in UNSUPPORTED_SUFFIXES
+    Args:
+        image: a PIL image, ideally from `open_rgb` (EXIF orientation applied, RGB). Other modes are
+            converted with ``Image.convert("RGB")``.
+        size: the square side in pixels, or (height, width).
+
+    Returns:
+        A C-contiguous uint8 array, channels last: what the exported graph's ``images`` input takes.
+    """
+    height, width = (size, size) if isinstance(size, int) else size
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))

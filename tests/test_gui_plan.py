@@ -271,3 +271,17 @@ def test_closing_the_window_stops_a_running_estimate_at_once(plan_window, qtbot)
     worker = page._estimator
     assert worker is None or worker.wait(0)  # its thread has ended
     qtbot.waitUntil(lambda: worker is None or not worker.is_running(), timeout=5_000)
+
+
+def test_another_folder_makes_a_new_plan(plan_window, qtbot, tmp_path):
+    from tests.conftest import make_color_folder
+
+    window = plan_window
+    other = make_color_folder(tmp_path / "other", classes=("red", "green", "blue", "yellow"), per_class=25)
+    window.open_folder(str(other))
+    qtbot.waitUntil(
+        lambda: window.state.config is not None and window.state.config.data_dir == str(other), timeout=60_000
+    )
+    summary = window.findChild(QLabel, "planSummaryLabel").text()
+    assert "80 photos to train on, 20 to check" in summary
+    assert "80 images" in _rows(window)["Schedule length"][1]

@@ -356,8 +356,12 @@ class PlanPage(QWidget):
 
     def _on_dataset_changed(self, report) -> None:
         self._report = report if report is not None and report.ok else None
-        self._estimates.clear()
+        self._engine = None  # its split sizes belong to the previous scan
+        self._estimates = {}
         self._estimate_key = None
+        self._estimate_timer.stop()
+        if self._estimator is not None:
+            self._estimator.cancel()  # timing the previous folder's plan
         if self._report is None:
             self.setEnabled(False)
             self.continue_button.setEnabled(False)
@@ -689,6 +693,8 @@ class PlanPage(QWidget):
         from bit_engine import weights
 
         engine = self._engine
+        if engine is None:  # a new folder is being loaded; it reads the store itself
+            return
         self._engine = _Engine(
             weights.list_models(),
             engine.specs,
