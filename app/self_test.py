@@ -255,6 +255,7 @@ class SelfTest:
     def data_stage(self) -> None:
         from PySide6.QtWidgets import QTableView
 
+        self._page("data")
         self.photos = make_photos(self.workdir / "photos")
         state = self.window.state
         self.window.open_folder(str(self.photos))  # what opening or dropping a folder does
@@ -276,7 +277,7 @@ class SelfTest:
         from app.widgets.hyperrule_table import ROWS
 
         state = self.window.state
-        self.window.go_to("plan")
+        self._page("plan")
         models = self._find(QComboBox, "modelPicker")
         self.wait(lambda: models.findData(MODEL) >= 0, "plan", f"the Plan step offering {MODEL}")
         models.setCurrentIndex(models.findData(MODEL))
@@ -301,8 +302,7 @@ class SelfTest:
         from PySide6.QtWidgets import QLabel, QPushButton
 
         state = self.window.state
-        self.window.go_to("train")
-        page = self.window.pages["train"]
+        page = self._page("train")
         start = self._find(QPushButton, "startButton")
         self.wait(start.isEnabled, "train", "the Start button becoming available")
         start.click()  # the Train step runs the engine in a child process, as it always does
@@ -326,7 +326,7 @@ class SelfTest:
         from PySide6.QtWidgets import QLabel, QPushButton
 
         state = self.window.state
-        self.window.go_to("evaluate")
+        self._page("evaluate")
         accuracy = self._find(QLabel, "accuracyLabel")
         self.wait(lambda: "%" in accuracy.text(), "export", "the Evaluate step showing the run's accuracy")
         self.accuracy = accuracy.text()
@@ -346,8 +346,7 @@ class SelfTest:
 
         from bit_engine.inference import Predictor
 
-        self.window.go_to("predict")
-        page = self.window.pages["predict"]
+        page = self._page("predict")
         # The step opens the model just exported by itself.
         self.wait(
             lambda: page.model_path == str(self.onnx_path), "predict", "the Predict step opening the model"
@@ -376,6 +375,16 @@ class SelfTest:
 
     def wait(self, condition: Callable[[], object], stage: str, what: str) -> object:
         return wait_until(condition, TIMEOUT_S[stage], what, self.dialogs.check)
+
+    def _page(self, key: str):
+        """Show step `key` and return its page; a step missing from this build fails the stage."""
+        from app.main_window import NotBuiltPage
+
+        page = self.window.pages[key]
+        if isinstance(page, NotBuiltPage):
+            raise StageFailed(f"the {key.capitalize()} step is not part of this build of BiT Studio")
+        self.window.go_to(key)
+        return page
 
     def _find(self, kind, name: str):
         """The window's widget with this objectName (fixed by the GUI's contract)."""
