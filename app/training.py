@@ -212,9 +212,8 @@ class TrainingSession(QObject):
     # The worker thread ----------------------------------------------------------------------------------
     def _train(self, on_progress, cancel):
         # Imported here, on the worker thread: the launcher imports torch, which the window never waits for.
-        from bit_engine.launcher import start_training
-
         from bit_engine.distributed import TrainJob
+        from bit_engine.launcher import start_training
         from bit_engine.progress import OperationCancelled
 
         job = TrainJob(config=self.config) if self.config is not None else TrainJob(run_dir=self.resume_dir)
