@@ -56,6 +56,11 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="try it all on a generated sample dataset (about a minute on a CPU)")
     p.add_argument("--out", help="run folder to create")
     p.add_argument("--offline", action="store_true", help="do not try to download BiT weights")
+    p.add_argument(
+        "--no-window",
+        action="store_true",
+        help="stay in the terminal (where a screen is available, `bit-studio demo` plays in the window)",
+    )
     p.set_defaults(run=_demo)
 
 
@@ -611,6 +616,7 @@ def _demo(args) -> int:
     from bit_engine.config import TrainConfig
     from bit_engine.demo import DEMO_CLASSES, make_demo_dataset
     from bit_engine.model_choice import choose_default_model
+    from bit_engine.progress import OperationCancelled
     from bit_engine.train import fit
 
     # Not in the user's folders: a temporary folder, named at the start and at the end.
@@ -640,11 +646,12 @@ def _demo(args) -> int:
     _show_plan(config, ["head"], False, estimates=estimates)
     print("\n3. Train (head strategy: the pre-trained network stays frozen, a new head learns the classes)")
     printer = _ProgressPrinter(False, estimate=estimates[0].seconds if estimates else None)
-    result = _run_cancellable(
-        lambda cancel: _with_sigint(fit, config, printer, cancel, out=args.out), printer
-    )
-    if result.status != "done":
-        return _finish(result, False)
+    try:
+        result = _run_cancellable(
+            lambda cancel: _with_sigint(fit, config, printer, cancel, out=args.out), printer
+        )
+    except OperationCancelled as exc:
+        return _cancelled(exc, False)
     print(f"\n4. Evaluate: {result.report.describe_accuracy().lower()}")
     _print_mistakes(result.report)
     print(
