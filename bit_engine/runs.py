@@ -23,7 +23,14 @@ import torch
 
 from bit_engine import locations
 from bit_engine.errors import BitStudioError
-from bit_engine.fileio import atomic_torch_save, atomic_write_json, atomic_write_text
+from bit_engine.fileio import (
+    UnsafeFileError,
+    append_text,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    load_torch_weights,
+)
 from bit_engine.transforms import Preprocessing
 
 
@@ -92,8 +99,7 @@ class RunDir:
     # Metrics ---------------------------------------------------------------------------------------------
     def append_metric(self, record: dict) -> None:
         # Appending one line is all-or-nothing for a crash in practice; `truncate_metrics` tidies up on resume.
-        with open(self.file("metrics.jsonl"), "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        append_text(self.file("metrics.jsonl"), json.dumps(record) + "\n")
 
     def read_metrics(self) -> list[dict]:
         path = self.file("metrics.jsonl")
@@ -121,7 +127,9 @@ class RunDir:
         if not path.exists():
             raise RunError(f"{self.path} has no checkpoint to resume from.")
         try:
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return load_torch_weights(path, map_location)
+        except UnsafeFileError:
+            raise
         except Exception as exc:
             raise RunError(f"The checkpoint {path} is damaged ({exc}).") from exc
 
@@ -142,11 +150,11 @@ class RunDir:
                 f"bit-studio resume {self.path}"
             )
         try:
-            payload = torch.load(path, map_location=map_location, weights_only=True)
+            payload = load_torch_weights(path, map_location)
             meta = payload["meta"]
             model = create_model(meta["model"], num_classes=len(meta["classes"]))
             model.load_state_dict(payload["model"])
-        except RunError:
+        except (RunError, UnsafeFileError):
             raise
         except Exception as exc:
             raise RunError(f"The model file {path} is damaged ({exc}).") from exc

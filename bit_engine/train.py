@@ -37,6 +37,7 @@ from bit_engine.config import TrainConfig
 from bit_engine.devices import autocast_dtype, prepare_for_device, resolve_device
 from bit_engine.errors import BitStudioError
 from bit_engine.evaluate import build_report, loss_and_top1, predict_dataset
+from bit_engine.fileio import check_new_run_folder, remove_stale_temporaries
 from bit_engine.models import create_model, get_spec
 from bit_engine.progress import Progress, ProgressCallback
 from bit_engine.runs import RunDir
@@ -356,8 +357,7 @@ def _new_run_dir(config: TrainConfig, out: str | Path | None) -> RunDir:
     if out is None:
         return RunDir.create(config.data_dir, config.model)
     run = RunDir(out)
-    if run.exists("config.json"):
-        raise TrainingError(f"{run.path} already holds a run. Resume it, or choose another folder.")
+    check_new_run_folder(run.path, config.data_dir)
     try:
         run.path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file of that name, a read-only disk, no permission
@@ -386,6 +386,8 @@ def resume(
     run = RunDir(run_dir)
     if not run.path.is_dir():
         raise TrainingError(f"{run.path} is not a run folder.")
+    if dist.is_main:
+        remove_stale_temporaries(run.path)
     config = TrainConfig.from_dict(run.read_json("config.json"))
     if run.exists("status.json") and run.exists("report.json") and run.exists("model.pt"):
         status = run.read_json("status.json")

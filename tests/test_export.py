@@ -220,12 +220,13 @@ def test_failed_verification_raises_and_writes_nothing(exported, tmp_path, monke
 
     monkeypatch.setattr(export, "_run_onnxruntime", drifting)
     target = tmp_path / "model.onnx"
-    target.write_bytes(b"previous export")
+    previous = Path(exported["result"].path).read_bytes()
+    target.write_bytes(previous)
     with pytest.raises(ExportVerificationError, match="does not predict like") as info:
         export_onnx(exported["model"], LABELS, SIZE, BIT_NORMALIZATION, target)
     assert info.value.figures["max_abs_prob_diff"] > 1e-4
     assert info.value.figures["n_images"] == export.DEFAULT_VERIFY_IMAGES
-    assert target.read_bytes() == b"previous export"  # the old file is untouched
+    assert target.read_bytes() == previous  # the old export is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no temporary left behind
 
 
