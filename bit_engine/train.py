@@ -37,7 +37,7 @@ from bit_engine.config import TrainConfig
 from bit_engine.devices import autocast_dtype, prepare_for_device, resolve_device
 from bit_engine.errors import BitStudioError
 from bit_engine.evaluate import build_report, loss_and_top1, predict_dataset
-from bit_engine.fileio import check_new_run_folder, remove_stale_temporaries
+from bit_engine.fileio import OutputPlaceError, check_new_run_folder, remove_stale_temporaries
 from bit_engine.models import create_model, get_spec
 from bit_engine.progress import Progress, ProgressCallback
 from bit_engine.runs import RunDir
@@ -357,7 +357,10 @@ def _new_run_dir(config: TrainConfig, out: str | Path | None) -> RunDir:
     if out is None:
         return RunDir.create(config.data_dir, config.model)
     run = RunDir(out)
-    check_new_run_folder(run.path, config.data_dir)
+    try:
+        check_new_run_folder(run.path, config.data_dir)
+    except OutputPlaceError as exc:
+        raise TrainingError(str(exc)) from None
     try:
         run.path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file of that name, a read-only disk, no permission

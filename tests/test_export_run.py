@@ -110,3 +110,22 @@ def test_export_of_an_unfinished_run_says_what_to_do(tmp_path, capsys):
     assert f"bit-studio resume {run.path}" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "empty")]) == 2
     assert "is not a run folder" in capsys.readouterr().err
+
+
+def test_cli_export_keeps_a_foreign_file_unless_forced(trained_run, tmp_path, capsys):
+    out = tmp_path / "report.onnx"
+    out.write_text("the user's own file")
+    assert main(["export", str(trained_run.run_dir), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not a model exported by BiT Studio" in err and "--force" in err and "Traceback" not in err
+    assert out.read_text() == "the user's own file"
+    assert main(["export", str(trained_run.run_dir), "--out", str(out), "--force"]) == 0
+    assert Predictor(out).labels == ["blue", "green", "red"]
+
+
+def test_cli_export_never_writes_into_the_photo_folder(trained_run, capsys):
+    photos = trained_run.run_dir.parent / "colours"
+    before = sorted(p.name for p in photos.rglob("*"))
+    assert main(["export", str(trained_run.run_dir), "--out", str(photos / "red" / "m.onnx")]) == 2
+    assert "never writes into photo folders" in capsys.readouterr().err
+    assert sorted(p.name for p in photos.rglob("*")) == before
