@@ -9,9 +9,26 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from bit_engine.errors import BitStudioError
 from bit_engine.models import DEFAULT_MODEL
 
 STRATEGIES = ("full", "head", "scratch")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# (field, lowest, highest, may be None): the whole-number settings and the values they may take.
+_WHOLE_NUMBERS = (
+    ("steps", 1, 10**9, True),
+    ("batch", 1, 10**7, True),
+    ("resolution", 8, 4096, True),
+    ("micro_batch", 1, 10**7, True),
+    ("workers", 0, 64, True),
+    ("evaluations", 0, 10_000, False),
+    ("seed", 0, 2**63 - 1, False),  # numpy seeds are never negative
+)
+
+
+class ConfigError(BitStudioError, ValueError):
+    """A setting out of its range (a ValueError too, for callers that check arguments that way)."""
 
 
 @dataclass(frozen=True)
@@ -38,17 +55,41 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"Unknown strategy {self.strategy!r}: use one of {', '.join(STRATEGIES)}.")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"Validation fraction must be between 0 and 1, got {self.val_fraction}.")
+            raise ConfigError(f"Unknown strategy {self.strategy!r}: use one of {', '.join(STRATEGIES)}.")
+        if not isinstance(self.val_fraction, (int, float)) or not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"Validation fraction must be between 0 and 1, got {self.val_fraction!r}.")
+        # The ranges the CLI accepts; a config.json read back from a run folder goes through the same door.
+        for name, low, high, optional in _WHOLE_NUMBERS:
+            value = getattr(self, name)
+            if value is None and optional:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"{name} must be a whole number from {low} to {high}, got {value!r}.")
+        if self.mixup is not None and not (isinstance(self.mixup, (int, float)) and 0 <= self.mixup <= 10):
+            raise ConfigError(f"mixup must be a number from 0 to 10, got {self.mixup!r}.")
+        if not isinstance(self.checkpoint_minutes, (int, float)) or not self.checkpoint_minutes > 0:
+            raise ConfigError(
+                f"checkpoint_minutes must be a positive number, got {self.checkpoint_minutes!r}."
+            )
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"Unknown precision {self.precision!r}: use one of {', '.join(PRECISIONS)}.")
+        for name in ("data_dir", "model"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be text, got {getattr(self, name)!r}.")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        """A config read back from a run folder; anything malformed is a `ConfigError` naming the field."""
+        if not isinstance(d, dict):
+            raise ConfigError("The run's settings (config.json) are damaged: not a JSON object.")
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in d.items() if k in known})
+        except (TypeError, ConfigError) as exc:
+            raise ConfigError(f"The run's settings (config.json) are damaged: {exc}") from exc
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)

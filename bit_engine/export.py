@@ -73,6 +73,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -979,6 +980,45 @@ def _run_images(paths: Sequence[str], size: int, limit: int) -> tuple[np.ndarray
     return (np.stack(out) if out else None), kept
 
 
+def _checked_preprocessing(meta: Mapping, path: Path) -> dict[str, Any]:
+    """The model file's pre-processing and class names, checked before they size arrays or become metadata.
+
+    Raises:
+        ExportError: a value of the wrong type or out of range (the file was edited or damaged).
+    """
+    from bit_engine.inference import MAX_INPUT_SIDE, MIN_INPUT_SIDE
+
+    pre = meta.get("preprocessing") if isinstance(meta, Mapping) else None
+    classes = meta.get("classes") if isinstance(meta, Mapping) else None
+
+    def triple(value) -> bool:
+        return (
+            isinstance(value, list)
+            and len(value) == 3
+            and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
+            )
+        )
+
+    crop = pre.get("crop") if isinstance(pre, Mapping) else None
+    ok = (
+        isinstance(crop, int)
+        and not isinstance(crop, bool)
+        and MIN_INPUT_SIDE <= crop <= MAX_INPUT_SIDE
+        and triple(pre.get("mean"))
+        and triple(pre.get("std"))
+        and all(v > 0 for v in pre["std"])
+        and isinstance(classes, list)
+        and all(isinstance(c, str) for c in classes)
+    )
+    if not ok:
+        raise ExportError(
+            f"{path} is damaged: its input size, normalization or class names are missing or out of range. "
+            "Train the run again, or export another one."
+        )
+    return {"crop": crop, "mean": list(pre["mean"]), "std": list(pre["std"])}
+
+
 def export_run(
     run_dir: str | os.PathLike,
     out_path: str | os.PathLike | None = None,
@@ -1014,8 +1054,8 @@ def export_run(
         raise ExportError(f"Unknown quantization {quantize!r}: the choice is int8.")
     run = RunDir(run_dir)
     model, meta = run.load_model()
-    pre = meta["preprocessing"]
-    size = int(pre["crop"])
+    pre = _checked_preprocessing(meta, run.file("model.pt"))
+    size = pre["crop"]
     split = Split.from_dict(run.read_json("split.json"))
     out_path = Path(out_path) if out_path is not None else run.file("model.onnx")
     int8_path = out_path.with_name(out_path.stem + ".int8.onnx")

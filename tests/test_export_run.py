@@ -129,3 +129,40 @@ def test_cli_export_never_writes_into_the_photo_folder(trained_run, capsys):
     assert main(["export", str(trained_run.run_dir), "--out", str(photos / "red" / "m.onnx")]) == 2
     assert "never writes into photo folders" in capsys.readouterr().err
     assert sorted(p.name for p in photos.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"preprocessing": {"crop": 10**6, "mean": [0.5] * 3, "std": [0.5] * 3}},
+        {"preprocessing": {"crop": 32, "mean": [0.5] * 3, "std": [0.0] * 3}},
+        {"preprocessing": {"crop": "32"}},
+        {"classes": ["blue", 7, "red"]},
+    ],
+)
+def test_export_of_a_run_with_a_damaged_model_file_says_so(trained_run, tmp_path, capsys, damage):
+    import shutil
+
+    import torch
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run, ignore=shutil.ignore_patterns("*.onnx*"))
+    payload = torch.load(run / "model.pt", weights_only=True)
+    payload["meta"].update(damage)
+    torch.save(payload, run / "model.pt")
+    assert main(["export", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "model.pt is damaged" in err and "Traceback" not in err
+    assert not (run / "model.onnx").exists()
+
+
+def test_export_of_a_run_whose_split_leaves_the_data_folder_says_so(trained_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run, ignore=shutil.ignore_patterns("*.onnx*"))
+    split = json.loads((run / "split.json").read_text())
+    split["val"][0][0] = "../../../etc/hostname"
+    (run / "split.json").write_text(json.dumps(split))
+    assert main(["export", str(run)]) == 2
+    assert "leads outside the data folder" in capsys.readouterr().err

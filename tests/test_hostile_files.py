@@ -364,3 +364,83 @@ def test_training_goes_on_when_a_photo_breaks_after_the_scan(color_folder, tiny_
     result = fit(config, on_progress=break_a_photo, out=tmp_path / "run")
     assert result.status == "done"
     assert f"skipped {str(broken)!r}" in capfd.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------------------
+# What a run folder says is checked before use
+
+
+@pytest.mark.parametrize(
+    "path", ["../../etc/passwd", "red/../../secret.png", "/etc/passwd", "C:/x.png", "a//b.png"]
+)
+def test_split_paths_may_not_leave_the_data_folder(path):
+    from bit_engine.data import Split
+    from bit_engine.errors import BitStudioError
+
+    good = {
+        "format": 1,
+        "root": "/data",
+        "classes": ["a", "b"],
+        "source": "random",
+        "train": [["a/1.png", 0]],
+    }
+    assert Split.from_dict({**good, "val": [["b/2.png", 1]]}).val[0].path == "b/2.png"
+    with pytest.raises(BitStudioError, match="leads outside the data folder"):
+        Split.from_dict({**good, "val": [[path, 1]]})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("steps", 0, "steps must be a whole number from 1"),
+        ("steps", "100", "steps must be a whole number"),
+        ("steps", True, "steps must be a whole number"),
+        ("workers", 10**6, "workers must be a whole number from 0 to 64"),
+        ("workers", -1, "workers must be a whole number from 0"),
+        ("evaluations", 10**9, "evaluations must be a whole number from 0 to 10000"),
+        ("val_fraction", 1.5, "Validation fraction must be between 0 and 1"),
+        ("val_fraction", "x", "Validation fraction must be between 0 and 1"),
+        ("strategy", "rm -rf", "Unknown strategy"),
+        ("resolution", 100_000, "resolution must be a whole number from 8 to 4096"),
+        ("mixup", float("inf"), "mixup must be a number from 0 to 10"),
+        ("seed", -1, "seed must be a whole number from 0"),
+        ("precision", "fp8", "Unknown precision"),
+    ],
+)
+def test_damaged_config_json_is_one_clear_error(field, value, message):
+    from bit_engine.config import ConfigError, TrainConfig
+
+    d = TrainConfig(data_dir="/data").to_dict()
+    with pytest.raises(ConfigError, match=rf"config\.json\) are damaged: {message}"):
+        TrainConfig.from_dict({**d, field: value})
+
+
+def test_cli_resume_of_a_run_with_a_damaged_config_exits_2(tmp_path, capsys):
+    from bit_engine.config import TrainConfig
+    from bit_engine.runs import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.write_json("config.json", {**TrainConfig(data_dir=str(tmp_path)).to_dict(), "workers": 10**6})
+    assert main(["resume", str(run.path)]) == 2
+    err = capsys.readouterr().err
+    assert "workers must be a whole number from 0 to 64" in err and "Traceback" not in err
+
+
+def test_cli_train_refuses_an_out_folder_in_the_photos_or_full_of_other_files(
+    color_folder, tiny_bit, tmp_path, capsys
+):
+    before = sorted(str(p) for p in color_folder.rglob("*"))
+    args = ["train", str(color_folder), "--model", tiny_bit, "--steps", "1", "--device", "cpu"]
+    assert main([*args, "--out", str(color_folder / "run")]) == 2
+    assert "never writes into photo folders" in capsys.readouterr().err
+    assert sorted(str(p) for p in color_folder.rglob("*")) == before
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("report.json", "model.pt", "metrics.jsonl"):
+        (mine / name).write_text("the user's own")
+    assert main([*args, "--out", str(mine)]) == 2
+    assert "already holds other files" in capsys.readouterr().err
+    assert all(
+        (mine / n).read_text() == "the user's own" for n in ("report.json", "model.pt", "metrics.jsonl")
+    )
