@@ -4,16 +4,22 @@ Public API (the training loop, the CLI and the GUI rely on exactly this)::
 
     scan(folder, *, on_progress=None, cancel=None, max_pixels=images.MAX_PIXELS, min_side=MIN_SIDE,
          find_duplicates=True) -> DatasetReport
-        Classes are the sub-folders of `folder` (photos in nested folders belong to their top folder). A
-        folder holding `train/` plus `val/`, `valid/`, `validation/` or `test/` (any case) with the same
-        class folders is used as that split. Reads headers only; never writes anything into `folder`.
+        Classes are the sub-folders of `folder` (photos in nested folders belong to their class folder and
+        are reported in `nested_classes`). A folder holding a single folder is opened at the level of the
+        classes ("The classes are in data/."). Top folders holding the same class folders are a split,
+        whatever their names (train/ + test/, training_set/ + test_set/, seg_train/ + seg_test/, ...): see
+        `_find_split`. Reads headers only; never writes anything into `folder`.
         Raises BitStudioError when `folder` does not exist or is a file, ScanCancelled when `cancel` is set.
         Everything else (damaged files, too few classes) is reported in the returned report.
 
     split(report, val_fraction=0.2, seed=0) -> Split
         The folder's own split as is when it has one; otherwise stratified and seeded (the same seed gives
         the same split on every machine), at least one validation photo per class that has two or more,
-        exact duplicates kept on the same side. Raises BitStudioError when `report.errors` is not empty.
+        exact duplicates kept on the same side; `round(total * val_fraction)` validation photos in all, so
+        small classes may have none (`Split.classes_without_validation`). Raises BitStudioError when
+        `report.errors` is not empty.
+
+    check_folder(folder) -> str                   the absolute path, or BitStudioError (does not exist, ...)
 
     Sample(path: str, label: int)                 NamedTuple; `path` is relative to the dataset root,
                                                   '/'-separated; `label` indexes `classes`.
@@ -22,8 +28,11 @@ Public API (the training loop, the CLI and the GUI rely on exactly this)::
         classes: tuple[str, ...]                  sorted class names; only classes with a usable photo
                                                   (in train/ when the folder has its own split)
         train: tuple[Sample, ...]                 every usable photo, or the train/ part of an on-disk split
-        val: tuple[Sample, ...]                   the validation part of an on-disk split; () without one
-        split_dirs: tuple[str, str] | None        e.g. ("train", "val") as spelled on disk; None without
+        val: tuple[Sample, ...]                   the validation part(s) of an on-disk split; () without one
+        split_dirs: tuple[str, ...] | None        the training folder, then the validation folder(s), relative
+                                                  to root as spelled on disk, e.g. ("train", "val") or
+                                                  ("data/seg_train/seg_train", "data/seg_test/seg_test");
+                                                  None without
         counts: dict[str, tuple[int, ...]]        photos per class: {"train": (...)} (+ "val" with a split)
         skipped: tuple[SkippedFile, ...]          SkippedFile(path, reason, message); reasons: SKIP_REASONS;
                                                   by path, hidden files (reason "hidden") last
@@ -35,13 +44,20 @@ Public API (the training loop, the CLI and the GUI rely on exactly this)::
         errors: tuple[str, ...]                   plain-words reasons training cannot start
         files_seen: int                           regular files found (skipped ones included, hidden not)
         seconds: float                            how long the scan took
+        layout_note: str                          where the classes were found, when not in the root itself:
+                                                  "The classes are in data/." ("" otherwise)
+        nested_classes: dict[str, tuple[str, ...]]  class -> sub-folders of its folder holding usable photos
+        classes_without_validation: tuple[str, ...]  classes no validation photo can measure: none in the
+                                                  on-disk validation folder(s), or (random split) one photo
+        .notable_skipped -> the skipped entries worth reading (hidden litter left out); its length is the
+        count every message gives
         .ok -> bool (no errors), .num_images -> int, .leaks -> duplicate groups spanning train and val,
         .path_of(sample) -> Path, .to_dict(include_samples=True) -> JSON-ready dict
     SkippedFile(path: str, reason: str, message: str)   NamedTuple; path relative to root ("." = root)
     DuplicateGroup(paths, labels, splits, size)   frozen; .crosses_split, .crosses_classes
     Split                                         frozen dataclass
         classes, train, val (as above), source: "disk" | "random", seed: int | None,
-        val_fraction: float | None, root: str
+        val_fraction: float | None, root: str, .classes_without_validation -> tuple[str, ...]
         .to_json() -> str, Split.from_json(text) -> Split, .to_dict(), Split.from_dict(d),
         .path_of(sample, root=None) -> Path, .missing(root=None) -> list[str]
     ScanProgress(stage, files_done, files_total, current_path)   frozen; stage is "listing" (files_total
@@ -68,11 +84,13 @@ How the scan decides:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
 import random
+import re
 import stat
 import statistics
 import time
@@ -96,9 +114,6 @@ FEW_IMAGES = 5
 
 #: A largest/smallest class ratio above this earns a warning.
 IMBALANCE_WARNING = 10.0
-
-#: Names of validation folders next to `train/`, in order of preference (compared lower-case).
-VAL_DIR_NAMES = ("val", "valid", "validation", "test")
 
 #: `SkippedFile.reason` -> what it means, in plain words.
 SKIP_REASONS = MappingProxyType(
@@ -232,6 +247,9 @@ class DatasetReport:
     errors: tuple[str, ...]
     files_seen: int = 0
     seconds: float = 0.0
+    layout_note: str = ""
+    nested_classes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    classes_without_validation: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -240,6 +258,11 @@ class DatasetReport:
     @property
     def num_images(self) -> int:
         return len(self.train) + len(self.val)
+
+    @property
+    def notable_skipped(self) -> tuple[SkippedFile, ...]:
+        """The skipped entries worth reading: hidden and system litter (.DS_Store, ...) left out."""
+        return tuple(s for s in self.skipped if s.reason not in QUIET_REASONS)
 
     @property
     def leaks(self) -> tuple[DuplicateGroup, ...]:
@@ -266,6 +289,9 @@ class DatasetReport:
             ],
             "files_seen": self.files_seen,
             "seconds": round(self.seconds, 3),
+            "layout_note": self.layout_note,
+            "nested_classes": {k: list(v) for k, v in self.nested_classes.items()},
+            "classes_without_validation": list(self.classes_without_validation),
         }
         if include_samples:
             d["train"] = [list(s) for s in self.train]
@@ -290,6 +316,14 @@ class Split:
     def path_of(self, sample: Sample, root: str | os.PathLike | None = None) -> Path:
         """The file of `sample`, under `root` (default: the folder the split was made from)."""
         return Path(root if root is not None else self.root, *sample.path.split("/"))
+
+    @property
+    def classes_without_validation(self) -> tuple[str, ...]:
+        """Classes with no validation photo (too few photos for the share asked); () without validation."""
+        if not self.val:
+            return ()
+        held = {s.label for s in self.val}
+        return tuple(name for i, name in enumerate(self.classes) if i not in held)
 
     def missing(self, root: str | os.PathLike | None = None) -> list[str]:
         """Relative paths of this split's photos that are no longer on disk (check before a resume)."""
@@ -370,6 +404,7 @@ class _Candidate(NamedTuple):
     cls: str  # class name (NFC)
     part: str  # "train" or "val"
     size: int
+    sub: str  # the sub-folder of the class folder it is in; "" when directly in the class folder
 
 
 class _Progress:
@@ -539,8 +574,7 @@ def scan(
         ScanCancelled: `cancel` was set.
     """
     started = time.monotonic()
-    root = os.path.abspath(os.path.expanduser(os.fspath(folder)))
-    _check_root(root, folder)
+    root = check_folder(folder)
     progress = _Progress(on_progress, cancel)
     walker = _Walker(root, progress)
 
@@ -550,7 +584,8 @@ def scan(
         for cls, folders in class_dirs.items():
             for abs_dir, rel_dir, st in folders:
                 for abs_path, rel, size in walker.files_under(abs_dir, rel_dir, st, walker.ancestors):
-                    candidates.append(_Candidate(rel, abs_path, cls, part, size))
+                    sub, _, name = rel[len(rel_dir) + 1 :].partition("/")
+                    candidates.append(_Candidate(rel, abs_path, cls, part, size, sub if name else ""))
     progress.tick("listing", walker.files_seen, None, "", force=True)
 
     # Read headers (the slow part: one open + two small reads per file).
@@ -577,6 +612,17 @@ def scan(
     return _report(root, layout, walker, usable, progress, find_duplicates, started)
 
 
+def check_folder(folder: str | os.PathLike) -> str:
+    """The absolute path of a folder that can be scanned: a quick check before announcing any work.
+
+    Raises:
+        BitStudioError: `folder` does not exist, is a file, or cannot be opened.
+    """
+    root = os.path.abspath(os.path.expanduser(os.fspath(folder)))
+    _check_root(root, folder)
+    return root
+
+
 def _check_root(root: str, given) -> None:
     hint = "Choose the folder that holds your photos, one sub-folder per class (for example cats/ and dogs/)."
     if not os.path.exists(root):
@@ -593,12 +639,34 @@ def _check_root(root: str, given) -> None:
 
 @dataclass
 class _Layout:
-    # part ("train"/"val") -> class name -> folders [(abs, rel, stat)] (two folders when names differ only
-    # in Unicode normalisation)
+    # part ("train"/"val") -> class name -> folders [(abs, rel, stat)] (several folders when names differ only
+    # in Unicode normalisation, or when several validation folders hold the class)
     parts: dict[str, dict[str, list]] = field(default_factory=dict)
-    split_dirs: tuple[str, str] | None = None
-    loose_images: int = 0  # files directly in the root (or in train/, val/): not in any class
+    split_dirs: tuple[str, ...] | None = None  # the training folder, then the validation folder(s)
+    loose_images: int = 0  # files next to the class folders (in the root, train/, val/, ...): in no class
     empty: bool = False  # nothing at all in the root (hidden files aside)
+    note: str = ""  # where the classes were found, when that is not simply the root
+
+
+class _Dir(NamedTuple):
+    name: str
+    abs: str
+    rel: str
+    st: os.stat_result
+
+
+class _Part(NamedTuple):
+    """A top folder that may be one part of a split, as seen by a quick look."""
+
+    top: _Dir  # the folder next to the other parts (training_set/)
+    holder: str  # relative path of the folder holding its class folders (training_set/training_set)
+    classes: frozenset[str]  # names of the folders in `holder`
+
+
+class _SplitPlan(NamedTuple):
+    train: _Part
+    vals: list[_Part]  # empty: `train` holds the classes and the other folders hold none
+    unused: list[_Dir]
 
 
 def _layout(walker: _Walker) -> _Layout:
@@ -611,30 +679,170 @@ def _layout(walker: _Walker) -> _Layout:
     layout.empty = not dirs and not files
     layout.loose_images += _skip_loose(walker, files)
 
-    by_lower = {d[0].lower(): d for d in dirs}
-    split = _find_split(walker, by_lower)
-    if split is None:
+    # A folder holding a single folder (an unpacked archive: photos/dataset/cats, ...): open the level that
+    # holds the classes. A single folder holding only photos stays a class (and the report says one is few).
+    wrapper = ""
+    for _ in range(_MAX_WRAPPERS):
+        if len(dirs) != 1 or not _peek_dirs(dirs[0].abs):
+            break
+        wrapper = dirs[0].rel
+        dirs = _open(walker, layout, dirs[0])
+
+    plan = _find_split(dirs, walker.root)
+    if plan is None:
         layout.parts["train"] = _class_folders(dirs)
+        if wrapper:
+            layout.note = f"The classes are in {wrapper}/."
         return layout
 
-    (train_name, train_dirs), (val_name, val_dirs) = split
-    layout.split_dirs = (train_name, val_name)
-    layout.parts["train"] = _class_folders(train_dirs)
+    for d in plan.unused:
+        walker.skip(d.rel, "unused_folder", _unused_message(plan))
+    layout.parts["train"] = _class_folders(_open_part(walker, layout, plan.train))
+    if not plan.vals:
+        others = _and([f"{d.rel}/" for d in plan.unused])
+        layout.note = (
+            f"The classes are in {plan.train.holder}/ ({others} "
+            f"{'holds' if len(plan.unused) == 1 else 'hold'} no class folders and {_is(plan.unused)} not used)."
+        )
+        return layout
+    val_dirs = [d for part in plan.vals for d in _open_part(walker, layout, part)]
     layout.parts["val"] = _class_folders(val_dirs)
-    for name, *_ in dirs:
-        if name not in (train_name, val_name):
-            walker.skip(
-                name, "unused_folder", f"not used: the photos come from {train_name}/ and {val_name}/"
-            )
+    layout.split_dirs = (plan.train.holder, *(p.holder for p in plan.vals))
+    vals = _and([f"{p.holder}/" for p in plan.vals])
+    layout.note = f"The classes are in {plan.train.holder}/ (for training) and {vals} (for validation)."
     return layout
 
 
-def _dirs_and_files(walker: _Walker, abs_dir: str, rel_dir: str):
+#: How many single folders in a row are opened to reach the classes (photos/archive/dataset/...).
+_MAX_WRAPPERS = 4
+
+# Words in a folder's name that say which part of a split it is ("seg_train", "Training", "test_set").
+_TRAIN_WORDS = ("train",)
+_VAL_WORDS = ("val", "test", "eval", "holdout")
+
+
+def _looks_like(name: str, words: tuple[str, ...]) -> bool:
+    return any(token.startswith(words) for token in re.findall(r"[a-z]+", name.lower()))
+
+
+def _peek_dirs(abs_dir: str) -> list[tuple[str, str]]:
+    """(name, abs path) of the visible sub-folders of a folder, sorted; [] when it cannot be read.
+
+    A quick look to decide the layout: nothing is recorded, and `DirEntry.is_dir` needs no stat on most
+    systems. The folders chosen are then listed for real, which reports what is wrong in them.
+    """
+    try:
+        with os.scandir(abs_dir) as it:
+            found = [
+                (e.name, e.path)
+                for e in it
+                if _valid_text(e.name) and not _is_hidden(e.name, e) and _is_dir_entry(e)
+            ]
+    except OSError:
+        return []
+    return sorted(found)
+
+
+def _is_dir_entry(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows links
+    except OSError:
+        return False
+
+
+def _peek_part(d: _Dir) -> _Part:
+    holder, subs = d.rel, _peek_dirs(d.abs)
+    # Archives often repeat the folder (training_set/training_set/cats): look through single folders.
+    for _ in range(_MAX_WRAPPERS):
+        if len(subs) != 1:
+            break
+        inner = _peek_dirs(subs[0][1])
+        if not inner:
+            break
+        holder, subs = f"{holder}/{subs[0][0]}", inner
+    return _Part(d, holder, frozenset(_class_name(name) for name, _ in subs))
+
+
+def _peek_size(part: _Part, root: str) -> int:
+    """Entries in the class folders of a part (one level down): enough to tell which part is the largest."""
+    total = 0
+    for _, abs_dir in _peek_dirs(os.path.join(root, *part.holder.split("/"))):
+        with contextlib.suppress(OSError), os.scandir(abs_dir) as it:
+            total += sum(1 for _ in it)
+    return total
+
+
+def _find_split(dirs: list[_Dir], root: str) -> _SplitPlan | None:
+    """Whether the top folders are the parts of a split, recognised by what they hold, not by their names.
+
+    Top folders holding the same class folders are a split: the one named like training ("train",
+    "training_set", "seg_train", ...) trains, or else the largest; the others validate. Without a training
+    name two shared class folders are needed, so that two classes with an album folder each (cats/2023,
+    dogs/2023) are not taken for a split. A training folder with class folders next to folders without any
+    (a competition's unlabelled test/ photos) holds the classes on its own.
+    """
+    if not dirs:
+        return None
+    parts = [_peek_part(d) for d in dirs]
+    with_classes = [p for p in parts if p.classes]
+    trainish = [p for p in with_classes if _looks_like(p.top.name, _TRAIN_WORDS)]
+    if len(with_classes) == 1 and trainish and len(parts) > 1:
+        return _SplitPlan(trainish[0], [], [p.top for p in parts if p is not trainish[0]])
+    if len(with_classes) < 2:
+        return None
+    if trainish:
+        exact = [p for p in trainish if p.top.name.lower() == "train"]
+        train = exact[0] if exact else max(trainish, key=lambda p: _peek_size(p, root))
+    else:
+        train = max(with_classes, key=lambda p: _peek_size(p, root))
+    vals = []
+    for p in with_classes:
+        if p is train:
+            continue
+        common = len(p.classes & train.classes)
+        named = bool(trainish) and _looks_like(p.top.name, _VAL_WORDS)
+        if common >= (1 if named else 2) and 2 * common >= len(p.classes):
+            vals.append(p)
+    if not vals:
+        return None
+    taken = {train.top.rel, *(p.top.rel for p in vals)}
+    return _SplitPlan(train, vals, [p.top for p in parts if p.top.rel not in taken])
+
+
+def _unused_message(plan: _SplitPlan) -> str:
+    if not plan.vals:
+        return f"not used: it holds no class folders (the classes are in {plan.train.holder}/)"
+    used = _and([f"{p.holder}/" for p in (plan.train, *plan.vals)])
+    return f"not used: the photos come from {used}"
+
+
+def _open(walker: _Walker, layout: _Layout, d: _Dir) -> list[_Dir]:
+    """List a folder above the class folders for real: its files are in no class, links back to it loop."""
+    key = (d.st.st_dev, d.st.st_ino)
+    walker.visited.add(key)
+    walker.ancestors |= {key}
+    dirs, files = _dirs_and_files(walker, d.abs, d.rel)
+    layout.loose_images += _skip_loose(walker, files)
+    return dirs
+
+
+def _open_part(walker: _Walker, layout: _Layout, part: _Part) -> list[_Dir]:
+    """The class folders of a part, opening the single folders above them as the quick look did."""
+    d = part.top
+    while True:
+        dirs = _open(walker, layout, d)
+        inner = next((x for x in dirs if part.holder.startswith(x.rel + "/") or part.holder == x.rel), None)
+        if d.rel == part.holder or inner is None:
+            return dirs
+        d = inner
+
+
+def _dirs_and_files(walker: _Walker, abs_dir: str, rel_dir: str) -> tuple[list[_Dir], list[str]]:
     dirs, files = [], []
     for entry, rel in walker.entries(abs_dir, rel_dir):
         kind, st = walker.kind(entry, rel)
         if kind == "dir":
-            dirs.append((entry.name, entry.path, rel, st))
+            dirs.append(_Dir(entry.name, entry.path, rel, st))
         elif kind == "file":
             walker.files_seen += 1
             files.append(rel)
@@ -647,46 +855,19 @@ def _skip_loose(walker: _Walker, files: list[str]) -> int:
     return len(files)
 
 
-def _find_split(walker: _Walker, by_lower: dict):
-    """((train name, its class dirs), (val name, its class dirs)) when the root holds a split, else None."""
-    if "train" not in by_lower:
-        return None
-    val_key = next((k for k in VAL_DIR_NAMES if k in by_lower), None)
-    if val_key is None:
-        return None
-    train_name, train_abs, _, train_st = by_lower["train"]
-    val_name, val_abs, _, val_st = by_lower[val_key]
-    train_dirs, train_files = _dirs_and_files(_Peek(walker), train_abs, train_name)
-    val_dirs, val_files = _dirs_and_files(_Peek(walker), val_abs, val_name)
-    train_classes = {_class_name(d[0]) for d in train_dirs}
-    val_classes = {_class_name(d[0]) for d in val_dirs}
-    if not train_classes & val_classes:
-        # Two folders that happen to be called "train" and "test" (photos of trains?): plain classes.
-        return None
-    # Now list them for real (records skips and counts once).
-    train_dirs, train_files = _dirs_and_files(walker, train_abs, train_name)
-    val_dirs, val_files = _dirs_and_files(walker, val_abs, val_name)
-    _skip_loose(walker, train_files + val_files)
-    # A link from inside a class back to train/ or val/ is a loop, not a second copy of the photos.
-    walker.ancestors |= {(train_st.st_dev, train_st.st_ino), (val_st.st_dev, val_st.st_ino)}
-    return (train_name, train_dirs), (val_name, val_dirs)
-
-
-class _Peek(_Walker):
-    """A walker that looks without recording anything (to decide the layout before listing for real)."""
-
-    def __init__(self, walker: _Walker):
-        super().__init__(walker.root, walker.progress)
-
-    def skip(self, rel: str, reason: str, message: str | None = None) -> None:
-        pass
-
-
-def _class_folders(dirs: list) -> dict[str, list]:
+def _class_folders(dirs: list[_Dir]) -> dict[str, list]:
     classes: dict[str, list] = defaultdict(list)
     for name, abs_path, rel, st in dirs:
         classes[_class_name(name)].append((abs_path, rel, st))
     return dict(sorted(classes.items()))
+
+
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _is(items: Sequence) -> str:
+    return "is" if len(items) == 1 else "are"
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -768,21 +949,40 @@ def _report(root, layout, walker, usable, progress, find_duplicates, started) ->
     for part, class_dirs in layout.parts.items():
         for name in class_dirs:
             if part == "train" and name not in label:
-                where = f"{layout.split_dirs[0]}/{name}" if layout.split_dirs else name
+                where = f"{layout.split_dirs[0]}/{name}" if layout.split_dirs else class_dirs[name][0][1]
                 warnings.append(f"The folder {where!r} has no usable photo, so that class is left out.")
+    nested = _nested_classes(kept)
+    if nested:
+        listed = "; ".join(
+            f"{name!r} ({', '.join(f'{s}/' for s in subs[:3])}{', ...' if len(subs) > 3 else ''})"
+            for name, subs in nested.items()
+        )
+        warnings.append(
+            f"Some class folders keep photos in sub-folders, which count for the class above them: {listed}. "
+            "If those sub-folders are classes of their own, move them up one level."
+        )
     if layout.split_dirs:
-        train_name, val_name = layout.split_dirs
-        missing_val = [train_classes[i] for i, n in enumerate(counts["val"]) if n == 0]
-        if missing_val:
+        train_name, *val_names = layout.split_dirs
+        val_where = _and([f"{v}/" for v in val_names])
+        no_val = tuple(train_classes[i] for i, n in enumerate(counts["val"]) if n == 0)
+        if no_val:
             warnings.append(
-                f"No validation photos for {_names(missing_val)} in {val_name}/: "
-                "their accuracy cannot be measured."
+                f"No validation photos for {_names(no_val)} in {val_where}: "
+                f"{'its' if len(no_val) == 1 else 'their'} accuracy cannot be measured."
             )
         extra = sorted(set(layout.parts["val"]) - set(label))
         if extra:
             warnings.append(
-                f"{_names(extra)} in {val_name}/ {'has' if len(extra) == 1 else 'have'} no training "
+                f"{_names(extra)} in {val_where} {'has' if len(extra) == 1 else 'have'} no training "
                 f"photos in {train_name}/, so {'it is' if len(extra) == 1 else 'they are'} left out."
+            )
+    else:
+        no_val = _single_photo_classes(samples["train"], duplicates, train_classes)
+        if no_val and len(train_classes) >= 2:
+            warnings.append(
+                f"{_names(no_val)} {'has' if len(no_val) == 1 else 'have'} a single photo (or copies of one), "
+                f"so none can be held out to validate {'it' if len(no_val) == 1 else 'them'}: "
+                f"{'its' if len(no_val) == 1 else 'their'} accuracy cannot be measured. Add photos if you can."
             )
     few = [(name, totals[i]) for i, name in enumerate(train_classes) if totals[i] < FEW_IMAGES]
     if few and len(train_classes) >= 2:
@@ -826,7 +1026,28 @@ def _report(root, layout, walker, usable, progress, find_duplicates, started) ->
         errors=tuple(errors),
         files_seen=walker.files_seen,
         seconds=time.monotonic() - started,
+        layout_note=layout.note,
+        nested_classes=nested,
+        classes_without_validation=no_val,
     )
+
+
+def _nested_classes(kept) -> dict[str, tuple[str, ...]]:
+    """Class name -> the sub-folders of its class folder(s) that hold usable photos."""
+    subs: dict[str, set[str]] = defaultdict(set)
+    for c, _ in kept:
+        if c.sub:
+            subs[c.cls].add(c.sub)
+    return {name: tuple(sorted(found)) for name, found in sorted(subs.items())}
+
+
+def _single_photo_classes(samples, duplicates, classes) -> tuple[str, ...]:
+    """Classes whose photos are one photo, or copies of one: a random split cannot validate them."""
+    group_of = {p: gid for gid, g in enumerate(duplicates) for p in g.paths}
+    units: dict[int, set] = defaultdict(set)
+    for s in samples:
+        units[s.label].add(group_of.get(s.path, s.path))
+    return tuple(name for i, name in enumerate(classes) if len(units[i]) == 1)
 
 
 def _count(n: int, noun: str) -> str:
@@ -910,8 +1131,9 @@ def split(report: DatasetReport, val_fraction: float = 0.2, seed: int = 0) -> Sp
     """Training and validation photos for a run.
 
     When the folder holds its own split (`report.split_dirs`), it is returned as is. Otherwise each class
-    is split on its own (stratified): its photos sorted by path, shuffled by `random.Random(seed)`, and
-    `round(n * val_fraction)` of them (at least 1 when the class has 2 or more, never all) go to validation.
+    is split on its own (stratified): its photos sorted by path, shuffled by `random.Random(seed)`, and its
+    share of the `round(total * val_fraction)` validation photos held out (see `_val_quota`: never all of a
+    class; a class too small for a photo of its own is named by `Split.classes_without_validation`).
     Sorting first and a seeded generator make the split the same on every machine and Python version.
     Exact duplicates within a class move together, so the same photo is never on both sides.
 
@@ -940,25 +1162,25 @@ def split(report: DatasetReport, val_fraction: float = 0.2, seed: int = 0) -> Sp
             group_of[p] = gid
 
     rng = random.Random(seed)
-    train: list[Sample] = []
-    val: list[Sample] = []
     by_class: dict[int, list[Sample]] = defaultdict(list)
     for s in report.train:
         by_class[s.label].append(s)
+    orders: dict[int, list[list[Sample]]] = {}
     for label in range(len(report.classes)):
         units: dict[object, list[Sample]] = {}
         for s in sorted(by_class[label], key=lambda s: s.path):
             units.setdefault(group_of.get(s.path, s.path), []).append(s)
-        order = list(units.values())  # insertion order: by first path, i.e. sorted
-        rng.shuffle(order)
-        n = len(by_class[label])
-        n_val = int(n * val_fraction + 0.5) if val_fraction > 0 else 0
-        if val_fraction > 0 and n >= 2:
-            n_val = min(max(1, n_val), n - 1)
+        orders[label] = list(units.values())  # insertion order: by first path, i.e. sorted
+        rng.shuffle(orders[label])
+    quota = _val_quota({label: len(by_class[label]) for label in orders}, val_fraction, rng)
+
+    train: list[Sample] = []
+    val: list[Sample] = []
+    for label, order in orders.items():
         taken = 0
         for i, unit in enumerate(order):
             # Stop before the last unit: every class keeps at least one training photo.
-            if taken < n_val and i < len(order) - 1:
+            if taken < quota[label] and i < len(order) - 1:
                 val.extend(unit)
                 taken += len(unit)
             else:
@@ -966,3 +1188,29 @@ def split(report: DatasetReport, val_fraction: float = 0.2, seed: int = 0) -> Sp
     train.sort(key=lambda s: s.path)
     val.sort(key=lambda s: s.path)
     return Split(report.classes, tuple(train), tuple(val), "random", seed, val_fraction, report.root)
+
+
+def _val_quota(sizes: dict[int, int], fraction: float, rng: random.Random) -> dict[int, int]:
+    """Validation photos per class: `round(total * fraction)` in all, each class near its own share.
+
+    Each class first gets its share rounded down; the photos left over go first to classes that would
+    otherwise have none (so that as many classes as possible are measured), then to the largest remainders,
+    ties broken by `rng`. No class gives all its photos. The total stays at the fraction asked for: small
+    classes do not each take one photo on top (at 0.2, fifteen classes of 3 photos hold out 9, not 15).
+    """
+    total = sum(sizes.values())
+    if fraction <= 0 or total < 2:
+        return dict.fromkeys(sizes, 0)
+    want = max(1, int(total * fraction + 0.5))
+    quota = {label: min(int(n * fraction), max(n - 1, 0)) for label, n in sizes.items()}
+    tie = {label: rng.random() for label in sizes}
+    left = want - sum(quota.values())
+    while left > 0:
+        open_ = [label for label, n in sizes.items() if quota[label] < n - 1]
+        if not open_:
+            break
+        open_.sort(key=lambda lb: (quota[lb] > 0, -(sizes[lb] * fraction - quota[lb]), tie[lb]))
+        for label in open_[:left]:
+            quota[label] += 1
+        left = want - sum(quota.values())
+    return quota

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -18,6 +19,52 @@ def _isolated_folders(tmp_path, monkeypatch):
     monkeypatch.setenv(locations.DATA_ENV, str(tmp_path / "data"))
     # Weights are never fetched from the real host in tests: an unroutable base URL unless a test serves one.
     monkeypatch.setenv("BIT_STUDIO_WEIGHTS_URL", "http://127.0.0.1:9/bit_models")
+    # The GUI's settings and log file (app/settings.py reads these; plain env vars keep Qt out of engine tests).
+    monkeypatch.setenv("BIT_STUDIO_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("BIT_STUDIO_LOG_DIR", str(tmp_path / "log"))
+
+
+@pytest.fixture(autouse=True)
+def _fail_on_uncaught_exception(monkeypatch):
+    """An exception escaping a Qt slot only reaches sys.excepthook (pytest-qt cannot see it with PySide6
+    6.5.2 and later): collect them and fail the test."""
+    caught = []
+
+    def hook(exc_type, exc, tb):
+        caught.append(exc)
+        sys.__excepthook__(exc_type, exc, tb)
+
+    monkeypatch.setattr(sys, "excepthook", hook)
+    yield
+    if caught:
+        pytest.fail(f"Uncaught exception in a Qt slot: {caught[0]!r}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_left_running():
+    """A test that leaves a worker thread running fails (and the thread is stopped, not left to crash)."""
+    yield
+    workers = sys.modules.get("app.workers")
+    if workers is None or not workers._RUNNING:
+        return
+    left = sorted(w.name for w in workers._RUNNING)
+    for w in list(workers._RUNNING):
+        w.cancel()
+        w.wait(30_000)
+    pytest.fail(f"Worker threads still running at the end of the test: {', '.join(left)}", pytrace=False)
+
+
+@pytest.fixture
+def window(qtbot):
+    """BiT Studio's main window, shown offscreen; its workers are shut down when the test ends."""
+    from app import MainWindow
+
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    w.shutdown()
 
 
 def make_color_folder(root, classes=("red", "green", "blue"), per_class=10, size=(40, 30), seed=0):

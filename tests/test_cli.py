@@ -73,8 +73,12 @@ def test_plan_shows_counts_skipped_files_with_reasons_and_the_rule(bad_corpus, t
     messages = {s["path"]: s["message"] for s in json.loads(json_out)["dataset"]["skipped"]}
     for path in visible_skips(bad_corpus):
         assert f"    {path}: {messages[path]}\n" in out
-    hidden = len(bad_corpus["skipped"]) - len(visible_skips(bad_corpus))
-    assert f"... and {hidden} more (`bit-studio plan --json` lists them all)" in out
+    # One count everywhere: the list's header and the summary warning agree, hidden litter is counted apart.
+    visible = len(visible_skips(bad_corpus))
+    hidden = len(bad_corpus["skipped"]) - visible
+    assert f"  {visible} items were skipped:\n" in out
+    assert f"warning: {visible} items were skipped (" in out
+    assert f"  {hidden} hidden or system files (.DS_Store, Thumbs.db, ...) left out\n" in out
     assert f"The folder {EMPTY_CLASS!r} has no usable photo, so that class is left out." in out
 
     # The rule's decisions, each with its reason (15 training images, median 24x24).
@@ -82,6 +86,35 @@ def test_plan_shows_counts_skipped_files_with_reasons_and_the_rule(bad_corpus, t
     assert "smaller than 96x96: resize to 160x160, random crop 128x128" in out
     assert "512 images per step at learning rate 0.003" in out
     assert "no mixup" in out
+
+
+def test_plan_of_a_kaggle_split_says_where_the_classes_are_and_never_trains_on_the_split_names(
+    tiny_bit, tmp_path, capsys
+):
+    root = tmp_path / "cat-and-dog"
+    make_color_folder(root / "training_set" / "training_set", ("red", "blue"), per_class=8)
+    make_color_folder(root / "test_set" / "test_set", ("red", "blue"), per_class=2, seed=1)
+    code, out, _ = run_cli(capsys, "plan", root, "--model", tiny_bit, "--no-estimate")
+    assert code == 0
+    assert (
+        "  The classes are in training_set/training_set/ (for training) and test_set/test_set/ "
+        "(for validation).\n" in out
+    )
+    assert re.search(r"^\s+blue\s+train\s+8\s+val\s+2$", out, re.M)
+    assert "training_set  " not in out  # not a class
+    assert "16 training / 4 validation images (from the folder)" in out
+
+
+def test_plan_names_the_classes_too_small_for_a_validation_photo(tiny_bit, tmp_path, capsys):
+    root = tmp_path / "small"
+    for i, colour in enumerate(("red", "green", "blue", "yellow")):
+        make_color_folder(root, (colour,), per_class=3, seed=i)
+    code, out, _ = run_cli(capsys, "plan", root, "--model", tiny_bit, "--no-estimate")
+    assert code == 0
+    # 12 photos at 0.2: 2 held out (not one per class, 4 of 12), the two classes without one are named.
+    assert "10 training / 2 validation images (held out at random, seeded)" in out
+    line = next(x for x in out.splitlines() if "no validation photo for" in x)
+    assert len(re.findall(r"'(?:blue|green|red|yellow)'", line)) == 2 and "20% share" in line
 
 
 def test_plan_json_is_machine_readable_and_matches_the_scan(bad_corpus, tiny_bit, capsys):

@@ -154,8 +154,9 @@ def _config(args, strategy: str):
 
 
 def _print_report(report, more: str = "see dataset.json in the run") -> None:
-    split = f" (split on disk: {'/'.join(report.split_dirs)})" if report.split_dirs else ""
-    print(f"Dataset {report.root}{split}")
+    print(f"Dataset {report.root}")
+    if report.layout_note:
+        print(f"  {report.layout_note}")
     width = max((len(c) for c in report.classes), default=5)
     for i, name in enumerate(report.classes):
         counts = "  ".join(f"{k} {v[i]:>5}" for k, v in report.counts.items())
@@ -164,12 +165,20 @@ def _print_report(report, more: str = "see dataset.json in the run") -> None:
         print(
             f"  {report.num_images:,} usable images; median size {report.median_size[0]}x{report.median_size[1]}"
         )
-    if report.skipped:
-        print(f"  {len(report.skipped)} files skipped:")
-        for s in report.skipped[:10]:
+    # The same count as the report's own summary ("9 items were skipped (...)"): hidden litter apart.
+    notable = report.notable_skipped
+    if notable:
+        print(f"  {len(notable)} {'item was' if len(notable) == 1 else 'items were'} skipped:")
+        shown = notable if len(notable) <= 15 else notable[:10]  # "... and 1 more" would save nothing
+        for s in shown:
             print(f"    {s.path}: {s.message}")
-        if len(report.skipped) > 10:
-            print(f"    ... and {len(report.skipped) - 10} more ({more})")
+        if len(shown) < len(notable):
+            print(f"    ... and {len(notable) - len(shown)} more ({more})")
+    hidden = len(report.skipped) - len(notable)
+    if hidden:
+        print(
+            f"  {hidden} hidden or system {'file' if hidden == 1 else 'files'} (.DS_Store, Thumbs.db, ...) left out"
+        )
     for w in report.warnings:
         print(f"  warning: {w}")
     for e in report.errors:
@@ -308,7 +317,12 @@ def _show_plan(config, strategies: list[str], as_json: bool) -> int:
     plan = make_plan(config, len(split.train), report.median_size)
     if as_json:
         out["plan"] = plan.to_dict()
-        out["split"] = {"train": len(split.train), "val": len(split.val), "source": split.source}
+        out["split"] = {
+            "train": len(split.train),
+            "val": len(split.val),
+            "source": split.source,
+            "classes_without_validation": list(split.classes_without_validation),
+        }
     else:
         print()
         _print_plan(plan)
@@ -316,6 +330,15 @@ def _show_plan(config, strategies: list[str], as_json: bool) -> int:
             f"  split        {len(split.train)} training / {len(split.val)} validation images "
             f"({'from the folder' if split.source == 'disk' else 'held out at random, seeded'})"
         )
+        missing = split.classes_without_validation
+        if missing and split.source == "random":
+            names = ", ".join(repr(m) for m in missing[:8]) + (
+                f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+            )
+            print(
+                f"               no validation photo for {names}: too few photos for a "
+                f"{config.val_fraction:.0%} share, so their accuracy is not measured"
+            )
     if strategies:
         estimates = []
         if not as_json:

@@ -1,0 +1,340 @@
+"""The images behind one confusion-matrix cell, as thumbnails; and the large view of one of them with its top-3.
+
+`GalleryModel` holds `GalleryItem`s (file, true label, predicted label, confidence) in the order given (the
+page passes the most confident mistakes first: the ones worth looking at). Thumbnails come from a
+`ThumbnailLoader` as they are decoded; until then a tile shows a grey square, and a file that cannot be
+decoded shows why in its tooltip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QRect,
+    QSize,
+    Qt,
+    Signal,
+)
+from PySide6.QtGui import QColor, QImage, QPainter, QPalette, QPixmap
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFrame,
+    QLabel,
+    QListView,
+    QProgressBar,
+    QSizePolicy,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.widgets.thumbnails import ThumbnailLoader
+
+#: The `GalleryItem` of a row.
+ITEM_ROLE = Qt.ItemDataRole.UserRole + 1
+
+THUMB = 112
+
+
+@dataclass(frozen=True)
+class GalleryItem:
+    """One validation image as the model saw it.
+
+    Attributes:
+        path: the file (absolute).
+        true: its class.
+        predicted: the class the model gave it.
+        confidence: the model's probability for `predicted`, or None when the report does not record it
+            (correct answers: the report lists mistakes only).
+    """
+
+    path: str
+    true: str
+    predicted: str
+    confidence: float | None = None
+
+    @property
+    def correct(self) -> bool:
+        return self.true == self.predicted
+
+    def caption(self) -> str:
+        sure = f" ({self.confidence:.0%})" if self.confidence is not None else ""
+        if self.correct:
+            return f"{self.true}, correct{sure}"
+        return f"{self.true} taken for {self.predicted}{sure}"
+
+
+class GalleryModel(QAbstractListModel):
+    """Gallery items with their thumbnails (decoded in the background as the view asks for them)."""
+
+    def __init__(self, loader: ThumbnailLoader, parent=None):
+        super().__init__(parent)
+        self._items: list[GalleryItem] = []
+        self._rows: dict[str, list[int]] = {}
+        self._thumbs: dict[str, QPixmap] = {}
+        self._errors: dict[str, str] = {}
+        self._loader = loader
+        loader.loaded.connect(self._on_loaded)
+        loader.failed.connect(self._on_failed)
+
+    def set_items(self, items: Sequence[GalleryItem]) -> None:
+        self.beginResetModel()
+        self._loader.clear()
+        self._items = list(items)
+        self._rows = {}
+        for row, item in enumerate(self._items):
+            self._rows.setdefault(item.path, []).append(row)
+        # Keep only the thumbnails still shown: browsing every cell of a big matrix must not hoard pixmaps.
+        self._thumbs = {path: pixmap for path, pixmap in self._thumbs.items() if path in self._rows}
+        self._errors = {path: why for path, why in self._errors.items() if path in self._rows}
+        self.endResetModel()
+
+    def item(self, row: int) -> GalleryItem:
+        return self._items[row]
+
+    def items(self) -> list[GalleryItem]:
+        return list(self._items)
+
+    def thumbnail(self, path: str) -> QPixmap | None:
+        return self._thumbs.get(path)
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._items)
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        item = self._items[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return item.caption()
+        if role in (Qt.ItemDataRole.ToolTipRole, Qt.ItemDataRole.AccessibleTextRole):
+            why = self._errors.get(item.path)
+            return f"{item.caption()}\n{item.path}" + (f"\n{why}" if why else "")
+        if role == Qt.ItemDataRole.DecorationRole:
+            pixmap = self._thumbs.get(item.path)
+            if pixmap is None and item.path not in self._errors:
+                self._loader.request(item.path)  # asked for only when a tile is painted: big cells stay cheap
+            return pixmap
+        if role == ITEM_ROLE:
+            return item
+        return None
+
+    def _on_loaded(self, path: str, image: QImage) -> None:
+        rows = self._rows.get(path)
+        if not rows:
+            return  # a thumbnail for a cell no longer shown
+        self._thumbs[path] = QPixmap.fromImage(image)
+        for row in rows:
+            index = self.index(row)
+            self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole])
+
+    def _on_failed(self, path: str, reason: str) -> None:
+        rows = self._rows.get(path)
+        if not rows:
+            return
+        self._errors[path] = reason
+        for row in rows:
+            index = self.index(row)
+            self.dataChanged.emit(index, index, [Qt.ItemDataRole.ToolTipRole])
+
+
+class GalleryDelegate(QStyledItemDelegate):
+    """A tile: the thumbnail, then the caption (true -> predicted, confidence) in two elided lines."""
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
+        return QSize(THUMB + 16, THUMB + 12 + 2 * option.fontMetrics.height() + 6)
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+        item: GalleryItem = index.data(ITEM_ROLE)
+        rect: QRect = option.rect
+        palette: QPalette = option.palette
+        painter.save()
+        if option.state & QStyle.StateFlag.State_Selected:
+            painter.fillRect(rect, palette.color(QPalette.ColorRole.Highlight).lighter(160))
+        box = QRect(rect.left() + (rect.width() - THUMB) // 2, rect.top() + 6, THUMB, THUMB)
+        pixmap = index.data(Qt.ItemDataRole.DecorationRole)
+        if isinstance(pixmap, QPixmap) and not pixmap.isNull():
+            scaled = pixmap.scaled(
+                box.size(), Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+            )
+            painter.drawPixmap(
+                box.left() + (THUMB - scaled.width()) // 2, box.top() + (THUMB - scaled.height()) // 2, scaled
+            )
+        else:
+            painter.fillRect(box, QColor(225, 225, 225))
+        metrics = option.fontMetrics
+        line = metrics.height()
+        text_rect = QRect(rect.left() + 4, box.bottom() + 6, rect.width() - 8, line)
+        painter.setPen(palette.color(QPalette.ColorRole.Text))
+        first = item.true if item.correct else f"{item.true} → {item.predicted}"
+        painter.drawText(
+            text_rect,
+            int(Qt.AlignmentFlag.AlignHCenter),
+            metrics.elidedText(first, Qt.TextElideMode.ElideMiddle, text_rect.width()),
+        )
+        if item.confidence is not None:
+            second = f"{item.confidence:.0%} sure" if not item.correct else f"correct, {item.confidence:.0%}"
+        else:
+            second = "correct" if item.correct else "mistake"
+        painter.setPen(
+            QColor(200, 40, 30) if not item.correct else palette.color(QPalette.ColorRole.PlaceholderText)
+        )
+        painter.drawText(
+            text_rect.translated(0, line),
+            int(Qt.AlignmentFlag.AlignHCenter),
+            metrics.elidedText(second, Qt.TextElideMode.ElideRight, text_rect.width()),
+        )
+        painter.restore()
+
+
+class MistakeGallery(QListView):
+    """Thumbnails of the images of one confusion-matrix cell, wrapped in rows.
+
+    Signals:
+        itemChosen(object): the `GalleryItem` the user clicked (or pressed Enter on).
+    """
+
+    itemChosen = Signal(object)
+
+    def __init__(self, loader: ThumbnailLoader, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.gallery_model = GalleryModel(loader, self)
+        self.setModel(self.gallery_model)
+        self.setItemDelegate(GalleryDelegate(self))
+        self.setViewMode(QListView.ViewMode.IconMode)
+        self.setResizeMode(QListView.ResizeMode.Adjust)
+        self.setMovement(QListView.Movement.Static)
+        self.setUniformItemSizes(True)
+        self.setSpacing(4)
+        self.setWrapping(True)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.clicked.connect(self._on_clicked)
+        self.activated.connect(self._on_clicked)
+
+    def set_items(self, items: Sequence[GalleryItem]) -> None:
+        self.gallery_model.set_items(items)
+
+    def _on_clicked(self, index: QModelIndex) -> None:
+        if index.isValid():
+            self.itemChosen.emit(self.gallery_model.item(index.row()))
+
+
+class TopKBars(QWidget):
+    """Labels with probability bars: the top-k of one image, most probable first."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self._layout.setSpacing(2)
+        self._rows: list[QWidget] = []
+
+    def set_predictions(self, predictions: Sequence[tuple[str, float]], highlight: str | None = None) -> None:
+        """Show (label, probability) pairs; `highlight` (the true class) is marked where it appears."""
+        for widget in self._rows:
+            self._layout.removeWidget(widget)
+            widget.deleteLater()
+        self._rows = []
+        for label, probability in predictions:
+            mark = "  ✓ true class" if highlight is not None and label == highlight else ""
+            caption = QLabel(f"{label}{mark}", self)
+            bar = QProgressBar(self)
+            bar.setRange(0, 1000)
+            bar.setValue(round(probability * 1000))
+            bar.setFormat(f"{probability:.1%}")
+            bar.setTextVisible(True)
+            bar.setAccessibleName(f"{label}: {probability:.1%}")
+            for widget in (caption, bar):
+                self._layout.addWidget(widget)
+                self._rows.append(widget)
+
+
+class PhotoDetail(QFrame):
+    """One photo large, with its true class and the model's top-3.
+
+    The page fills it in two steps: `show_item` at once (the photo is decoded in the background and arrives
+    by `set_image`), then `set_top_k` when the model has answered (or `set_message` with the reason it could
+    not).
+    """
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        layout = QVBoxLayout(self)
+        self.image_label = QLabel(self)
+        self.image_label.setObjectName("detailImage")
+        self.image_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.image_label.setMinimumSize(120, 120)
+        self.image_label.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.title = QLabel(self)
+        self.title.setObjectName("detailTitle")
+        self.title.setWordWrap(True)
+        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.message = QLabel(self)
+        self.message.setObjectName("detailMessage")
+        self.message.setWordWrap(True)
+        self.bars = TopKBars(self)
+        self.bars.setObjectName("detailTopK")
+        layout.addWidget(self.image_label, 1)
+        layout.addWidget(self.title)
+        layout.addWidget(self.message)
+        layout.addWidget(self.bars)
+        self.setAccessibleName("Selected photo")
+        self._pixmap: QPixmap | None = None
+        self.item: GalleryItem | None = None
+        self.show_placeholder()
+
+    def show_placeholder(self) -> None:
+        self.item = None
+        self._pixmap = None
+        self.image_label.clear()
+        self.image_label.setText("Click a thumbnail to see the photo large, with the model's top 3.")
+        self.image_label.setWordWrap(True)
+        self.title.setText("")
+        self.message.setText("")
+        self.bars.set_predictions([])
+
+    def show_item(self, item: GalleryItem) -> None:
+        self.item = item
+        self._pixmap = None
+        self.image_label.clear()
+        self.image_label.setText("Loading the photo…")
+        self.title.setText(f"<b>{Path(item.path).name}</b><br>true class: {item.true}")
+        self.message.setText("Asking the model for its top 3…")
+        self.bars.set_predictions([])
+
+    def set_image(self, image: QImage) -> None:
+        self._pixmap = QPixmap.fromImage(image)
+        self._rescale()
+
+    def set_top_k(self, predictions: Sequence[tuple[str, float]]) -> None:
+        self.message.setText("The model's top 3:")
+        self.bars.set_predictions(predictions, highlight=self.item.true if self.item else None)
+
+    def set_message(self, text: str) -> None:
+        self.message.setText(text)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._rescale()
+
+    def _rescale(self) -> None:
+        if self._pixmap is None or self._pixmap.isNull():
+            return
+        # A little smaller than the label, or the label's size hint would grow with every resize.
+        size = self.image_label.size() - QSize(6, 6)
+        self.image_label.setPixmap(
+            self._pixmap.scaled(
+                size, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+            )
+        )
