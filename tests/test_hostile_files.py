@@ -444,3 +444,16 @@ def test_cli_train_refuses_an_out_folder_in_the_photos_or_full_of_other_files(
     assert all(
         (mine / n).read_text() == "the user's own" for n in ("report.json", "model.pt", "metrics.jsonl")
     )
+
+
+def test_the_windows_csv_is_escaped_too():
+    from app.pages.predict_page import predictions_csv
+    from app.widgets.prediction_list import PredictionRow
+
+    rows = [
+        PredictionRow(path="=cmd|x.png", predictions=[("@label", 0.9), ("+b", 0.1)], error=None),
+        PredictionRow(path="-bad.jpg", predictions=[], error="-bad.jpg: not a photo"),
+    ]
+    parsed = list(csv.reader(predictions_csv(rows, 2).splitlines()))
+    assert parsed[1][:4] == ["'=cmd|x.png", "'@label", "0.900000", "'+b"]
+    assert parsed[2][0] == "'-bad.jpg" and parsed[2][-1] == "'-bad.jpg: not a photo"
