@@ -371,7 +371,9 @@ def _run_onnxruntime(path: Path, images: np.ndarray) -> tuple[np.ndarray, np.nda
     """(logits, probabilities) of the ONNX file at `path` on the CPU, in chunks."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # its graph-cleaning notes are for graph authors, not the app's users
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     outputs = [session.run([LOGITS_NAME, PROBABILITIES_NAME], {INPUT_NAME: b}) for b in _chunks(images)]
     return np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs])
 
@@ -726,11 +728,17 @@ class _ImageReader:
 
 
 @contextlib.contextmanager
-def _quiet_root_logger():
+def _quiet_quantizer():
     # onnxruntime.quantization reports through the root logger ("consider pre-processing", one warning per
-    # GroupNorm constant); those are notes for graph authors, not for the app's users.
+    # GroupNorm constant), and the sessions it opens to calibrate log through onnxruntime's own C++ logger
+    # ("Removing initializer ... not used by any node", dozens on EfficientNet); those are notes for graph
+    # authors, not for the app's users. onnxruntime has no getter for its default severity: it is left at
+    # errors only, which is what every session of the app asks for anyway.
     import logging
 
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
@@ -738,6 +746,15 @@ def _quiet_root_logger():
         yield
     finally:
         root.setLevel(level)
+
+
+def _softmax_nodes(path: Path) -> list[str]:
+    """Names of the Softmax nodes of a model (the probabilities), which quantization must leave in float."""
+    import onnx
+
+    return [
+        n.name for n in onnx.load(str(path), load_external_data=False).graph.node if n.op_type == "Softmax"
+    ]
 
 
 def _file_bytes(path: Path) -> int:
@@ -825,11 +842,18 @@ def quantize_int8(
     work = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".quant", dir=out_path.parent))
     try:
         raw = work / "raw.onnx"
-        with _quiet_root_logger():
+        # The softmax stays in float after the last quantized node: a quantized softmax output has steps
+        # of 1/255, and its probabilities would no longer sum to 1.
+        keep_float = _softmax_nodes(onnx_path)
+        with _quiet_quantizer():
             if method == "dynamic":
                 calibration = "none"
                 quantize_dynamic(
-                    onnx_path, raw, weight_type=QuantType.QInt8, use_external_data_format=external
+                    onnx_path,
+                    raw,
+                    weight_type=QuantType.QInt8,
+                    use_external_data_format=external,
+                    nodes_to_exclude=keep_float,
                 )
             else:
                 if calibration_images is None:
@@ -850,6 +874,7 @@ def quantize_int8(
                     activation_type=QuantType.QUInt8,
                     calibrate_method=CalibrationMethod.MinMax,
                     use_external_data_format=external,
+                    nodes_to_exclude=keep_float,
                 )
         kind = "int8 static QDQ (per-channel weights)" if method == "static" else "int8 dynamic (ConvInteger)"
         staged = work / out_path.name
@@ -861,6 +886,7 @@ def quantize_int8(
         quantized_ops = _count_int8_ops(staged)
 
         options = ort.SessionOptions()
+        options.log_severity_level = 3  # see _quiet_quantizer
         if threads:
             options.intra_op_num_threads = threads
         cpu = ["CPUExecutionProvider"]

@@ -358,3 +358,32 @@ def test_efficientnet_exports_as_is(tmp_path):
     )
     assert result.top1_agree == result.n_images and result.max_abs_prob_diff <= 1e-4
     assert read_metadata(result.path)[export.META_BACKBONE] == "EfficientNetLite"
+
+
+@pytest.mark.parametrize("method", ["static", "dynamic"])
+def test_int8_probabilities_sum_to_one(exported, tmp_path, method):
+    # The softmax is computed in float after the last quantized node; a quantized softmax output moves in
+    # steps of 1/255 and its rows summed to 0.996.
+    result = quantize_int8(
+        exported["result"].path, tmp_path / "m.int8.onnx", exported["verify"], method=method, timing_images=1
+    )
+    probabilities = Predictor(result.path).probabilities(exported["photos"])
+    assert np.abs(probabilities.sum(axis=1) - 1.0).max() < 1e-5
+    nodes = onnx.load(result.path).graph.node
+    assert nodes[-1].op_type == "Softmax" and nodes[-1].output[0] == export.PROBABILITIES_NAME
+
+
+def test_int8_export_prints_none_of_onnxruntimes_warnings(tmp_path, capfd):
+    # EfficientNet's graph made onnxruntime print dozens of "Removing initializer ..." lines while calibrating.
+    from bit_engine.efficientnet import EfficientNetLite
+    from bit_engine.models import get_spec
+
+    torch.manual_seed(0)
+    model = EfficientNetLite(num_classes=2, zero_head=False)
+    fp32 = export_onnx(
+        model, ["a", "b"], SIZE, get_spec("EfficientNet-Lite0").normalization, tmp_path / "e.onnx"
+    )
+    capfd.readouterr()
+    quantize_int8(fp32.path, tmp_path / "e.int8.onnx", random_images(2, SIZE), timing_images=1)
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""
