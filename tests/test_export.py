@@ -387,3 +387,32 @@ def test_int8_export_prints_none_of_onnxruntimes_warnings(tmp_path, capfd):
     quantize_int8(fp32.path, tmp_path / "e.int8.onnx", random_images(2, SIZE), timing_images=1)
     captured = capfd.readouterr()
     assert captured.err == "" and captured.out == ""
+
+
+def test_normalization_other_than_half_matches_an_independent_reference(exported, tmp_path):
+    # With mean = std = 0.5 everywhere, swapping them (or the channel order of either) changes nothing;
+    # ImageNet's statistics differ per channel and between mean and std, so any such mix-up shows.
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    model = exported["model"]
+    result = export_onnx(
+        model,
+        LABELS,
+        SIZE,
+        {"mean": mean, "std": std},
+        tmp_path / "imagenet.onnx",
+        verify_images=exported["verify"],
+    )
+    assert json.loads(read_metadata(result.path)[export.META_NORMALIZATION]) == {
+        "mean": list(mean),
+        "std": list(std),
+    }
+    batch = exported["verify"]
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2).double() / 255.0
+    x = (x - torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(
+        std, dtype=torch.float64
+    ).view(1, 3, 1, 1)
+    with torch.no_grad():
+        reference = torch.softmax(model(x.float()), dim=1).numpy()
+    got = Predictor(result.path).probabilities([Image.fromarray(image) for image in batch])
+    assert np.abs(got - reference).max() < 1e-4
+    assert not np.allclose(reference, _eager_probabilities(model, batch), atol=1e-3)  # the statistics matter
