@@ -4,4 +4,6 @@ import sys
 
 from app.main import main
 
-sys.exit(main())
+# Guarded: child processes (spawned for timings and training) import this module again as __mp_main__.
+if __name__ == "__main__":
+    sys.exit(main())

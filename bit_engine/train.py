@@ -350,7 +350,36 @@ def fit(
         run.write_json("dataset.json", report.to_dict(include_samples=False))
         run.write_json("split.json", split.to_dict())
         run.set_status("running", 0, plan.total_steps)
-    return _run(config, run, split, plan, pre, device, on_progress, cancel, dist, checkpoint=None)
+    try:
+        return _run(config, run, split, plan, pre, device, on_progress, cancel, dist, checkpoint=None)
+    except BaseException as exc:
+        if dist.is_main:
+            _failed_start(run, exc, remove_folder=out is None)
+        raise
+
+
+#: What `fit` writes before the first step: all of a run that never got as far as a checkpoint.
+_START_FILES = ("config.json", "plan.json", "dataset.json", "split.json", "status.json", "metrics.jsonl")
+
+
+def _failed_start(run: RunDir, exc: BaseException, remove_folder: bool) -> None:
+    """Never leave a run saying "running" after it failed (weights that could not be fetched, ...).
+
+    Without a checkpoint there is nothing to resume: the files `fit` wrote are removed (and the folder it
+    made under the runs folder, when empty), so that the same `--out` can be used again at once. With one,
+    the run is marked failed, with the reason, and can be resumed.
+    """
+    if run.exists("checkpoint.pt"):
+        status = run.read_json("status.json") if run.exists("status.json") else {}
+        run.set_status(
+            "failed", status.get("step", 0), status.get("total_steps", 0), str(exc) or type(exc).__name__
+        )
+        return
+    for name in _START_FILES:
+        run.file(name).unlink(missing_ok=True)
+    if remove_folder:
+        with contextlib.suppress(OSError):  # not empty: something else is in it, so it stays
+            run.path.rmdir()
 
 
 def _new_run_dir(config: TrainConfig, out: str | Path | None) -> RunDir:

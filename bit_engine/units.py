@@ -21,9 +21,13 @@ def format_duration(seconds: float) -> str:
 
 
 def describe_duration(seconds: float) -> str:
-    """A duration in words for estimates: "40 seconds", "12 minutes", "3.5 hours"."""
-    if seconds < 90:
-        return f"{seconds:.0f} seconds"
+    """A duration in words for estimates: "1 second", "40 seconds", "1 minute", "12 minutes", "3.5 hours"."""
+    if seconds < 89.5:
+        return _plural(max(1, round(seconds)), "second")  # "About 1 second" also for a fraction of one
     if seconds < 5400:
-        return f"{seconds / 60:.0f} minutes"
+        return _plural(round(seconds / 60), "minute")
     return f"{seconds / 3600:.1f} hours"
+
+
+def _plural(n: int, unit: str) -> str:
+    return f"{n} {unit}" if n == 1 else f"{n} {unit}s"

@@ -47,6 +47,15 @@ def _no_worker_left_running():
     workers = sys.modules.get("app.workers")
     if workers is None or not workers._RUNNING:
         return
+    if all(w.wait(0) for w in workers._RUNNING):
+        # Every thread has ended; only their final signals wait for the event loop: deliver them.
+        from PySide6.QtCore import QCoreApplication, QDeadlineTimer
+
+        deadline = QDeadlineTimer(5000)
+        while workers._RUNNING and not deadline.hasExpired():
+            QCoreApplication.processEvents()
+        if not workers._RUNNING:
+            return
     left = sorted(w.name for w in workers._RUNNING)
     for w in list(workers._RUNNING):
         w.cancel()

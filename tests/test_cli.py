@@ -316,6 +316,7 @@ def test_a_folder_that_cannot_be_trained_on_exits_2_naming_the_problem(
     assert code == 2
     assert problem in out + err
     assert not run.exists()
+    assert "Training" not in out  # nothing announced before it is checked
     if case == "no valid image in a class" and command == "plan":
         # The user sees why the second class does not count.
         assert "broken/empty.jpg: the file is empty" in out and "broken/note.jpg: " in out

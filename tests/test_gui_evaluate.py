@@ -303,3 +303,16 @@ def test_from_the_report_to_a_prediction_in_the_window(qtbot, window, run, tmp_p
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(csv_path), ""))
     qtbot.mouseClick(window.findChild(type(predict.save_button), "saveCsvButton"), Qt.MouseButton.LeftButton)
     assert csv_path.read_text().splitlines()[1].startswith(f"{photo},{expected['label']},")
+
+
+def test_zoom_keys_and_fit(qtbot, page, run):
+    _load(qtbot, page, run)
+    matrix = page.matrix
+    fitted = matrix.cell_size
+    matrix.setFocus()
+    qtbot.keyClick(matrix, Qt.Key.Key_Plus, Qt.KeyboardModifier.ControlModifier)
+    assert matrix.cell_size > fitted
+    qtbot.keyClick(matrix, Qt.Key.Key_0, Qt.KeyboardModifier.ControlModifier)
+    assert matrix.cell_size == fitted
+    qtbot.mouseClick(page.findChild(type(page.fit_button), "matrixZoomOutButton"), Qt.MouseButton.LeftButton)
+    assert matrix.cell_size < fitted

@@ -21,14 +21,19 @@ def _fake_estimate(config, num_train=None, num_val=None, median_size=None, timed
     return Estimate(config.strategy, seconds, 0.01, 8, "cpu", f"About {seconds:.0f} seconds on CPU (fake).")
 
 
+def _fake_time_strategies(spec, configs, num_train, num_val, median_size, on_result, cancel):
+    for config in configs:
+        on_result(config.strategy, _fake_estimate(config))
+
+
 @pytest.fixture
 def timing(request, monkeypatch):
-    """Estimates are faked (instant) unless a test is marked `real_timing`: timed steps take tens of seconds
-    on a busy test machine even for the tiny model, and most tests are not about them."""
+    """Estimates are faked (instant, no child process) unless a test is marked `real_timing`: timed steps
+    take tens of seconds on a busy test machine even for the tiny model, and most tests are not about them."""
     if "real_timing" not in request.keywords:
-        from bit_engine import train
+        from app import timing as app_timing
 
-        monkeypatch.setattr(train, "estimate", _fake_estimate)
+        monkeypatch.setattr(app_timing, "time_strategies", _fake_time_strategies)
 
 
 @pytest.fixture
@@ -104,7 +109,7 @@ def test_the_plan_shows_the_rule_for_this_folder_and_marks_an_edit_as_an_overrid
     assert "CPU" in text
     # The same figure for the other strategies (timed after the chosen one), to trade time for quality.
     labels = [window.findChild(QLabel, f"estimate_{key}") for key in ("full", "head", "scratch")]
-    qtbot.waitUntil(lambda: all(label.text().startswith("About") for label in labels), timeout=120_000)
+    qtbot.waitUntil(lambda: all(label.text().startswith("about") for label in labels), timeout=120_000)
 
 
 def test_a_refused_value_says_why_and_changes_nothing(plan_window):
@@ -248,3 +253,18 @@ def test_without_a_gpu_the_reason_is_given(plan_window):
         pytest.skip("this machine has a usable GPU")
     assert note.isVisible() and reason in note.text()
     assert window.findChild(QComboBox, "devicePicker").count() == 1
+
+
+@pytest.mark.real_timing
+def test_closing_the_window_stops_a_running_estimate_at_once(plan_window, qtbot):
+    import time
+
+    page = plan_window.pages["plan"]
+    qtbot.waitUntil(lambda: page._estimator is not None, timeout=10_000)
+    started = time.monotonic()
+    plan_window.close()
+    # The timing child is terminated, not waited for (a large model's timing can take minutes).
+    assert time.monotonic() - started < 5
+    worker = page._estimator
+    assert worker is None or worker.wait(0)  # its thread has ended
+    qtbot.waitUntil(lambda: worker is None or not worker.is_running(), timeout=5_000)

@@ -219,3 +219,26 @@ def test_drag_of_something_that_is_not_a_file_is_not_accepted(qtbot, page):
     )
     QApplication.sendEvent(page.drop_area, enter)
     assert not enter.isAccepted()
+
+
+def test_thumbnails_beyond_the_cache_are_let_go_and_decoded_again(qtbot, tmp_path):
+    from app.widgets.prediction_list import PredictionList, PredictionRow
+    from app.widgets.thumbnails import decode_thumbnail
+
+    view = PredictionList()
+    qtbot.addWidget(view)
+    model = view.prediction_model
+    model.THUMBNAIL_CACHE = 3
+    paths = [photo(tmp_path / f"p{i}.png", (40 * i, 100, 100), seed=i) for i in range(5)]
+    model.append(
+        PredictionRow(str(p), predictions=(("red", 0.9),), thumbnail=decode_thumbnail(p, 32)) for p in paths
+    )
+    try:
+        assert model.cached_thumbnails() == 3
+        assert all(r.thumbnail is None for r in model.rows())  # the rows hold no pictures themselves
+        first = model.index(0)
+        assert first.data(Qt.ItemDataRole.DecorationRole) is None  # let go: asked for again
+        qtbot.waitUntil(lambda: first.data(Qt.ItemDataRole.DecorationRole) is not None, timeout=10_000)
+        assert model.cached_thumbnails() == 3
+    finally:
+        view.thumbnails.shutdown()

@@ -24,7 +24,7 @@ from PySide6.QtCore import (
     Qt,
     Signal,
 )
-from PySide6.QtGui import QFont, QImage
+from PySide6.QtGui import QFont, QImage, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -370,6 +370,16 @@ class EvaluatePage(QWidget):
         zoom_in.clicked.connect(self.matrix.zoom_in)
         for button in (zoom_out, zoom_in):
             button.setFixedWidth(button.sizeHint().height() + 6)
+        # The usual zoom keys, while the matrix has the focus (Ctrl + wheel works too).
+        for keys, slot, button in (
+            (QKeySequence.StandardKey.ZoomIn, self.matrix.zoom_in, zoom_in),
+            (QKeySequence.StandardKey.ZoomOut, self.matrix.zoom_out, zoom_out),
+            (QKeySequence("Ctrl+0"), self.matrix.zoom_to_fit, self.fit_button),
+        ):
+            shortcut = QShortcut(keys, self.matrix, context=Qt.ShortcutContext.WidgetShortcut)
+            shortcut.activated.connect(slot)
+            sequence = QKeySequence(keys).toString(QKeySequence.SequenceFormat.NativeText)
+            button.setToolTip(f"{button.accessibleName()} ({sequence}, or Ctrl + mouse wheel)")
         matrix_bar = QHBoxLayout()
         matrix_bar.addWidget(matrix_caption, 1)
         for button in (self.fit_button, zoom_out, zoom_in):

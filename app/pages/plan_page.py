@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app import settings
+from app import settings, timing
 from app.state import AppState
 from app.widgets.hyperrule_table import HyperRuleDelegate, HyperRuleModel
 from app.workers import Worker, user_message
@@ -51,21 +51,14 @@ STRATEGIES = (
     (
         "full",
         "Full fine-tuning",
-        "Adjusts the whole pre-trained network to your photos: the most accurate with enough photos, "
-        "and the slowest (a GPU helps a lot).",
+        "Adapts the whole network: the most accurate with enough photos; slow without a GPU.",
     ),
     (
         "head",
         "Head only",
-        "Keeps the pre-trained network as it is and trains a new last layer: minutes on a CPU. Best for "
-        "small sets of everyday-looking photos.",
+        "Trains a new last layer only: minutes on a CPU; best for small sets of everyday photos.",
     ),
-    (
-        "scratch",
-        "From scratch",
-        "Starts from random weights, without pre-training. Only as a comparison: it shows what transfer "
-        "learning buys.",
-    ),
+    ("scratch", "From scratch", "No pre-training: only to compare, it shows what transfer learning buys."),
 )
 
 HOW_TEXT = (
@@ -214,10 +207,10 @@ class PlanPage(QWidget):
 
         grid = QGridLayout()
         grid.setHorizontalSpacing(16)
-        grid.addWidget(self._build_model_box(), 0, 0)
-        grid.addWidget(self._build_device_box(), 1, 0)
-        grid.setRowStretch(2, 1)  # the left boxes keep their own height; the strategy box is the taller
-        grid.addWidget(self._build_strategy_box(), 0, 1, 3, 1)
+        # Top-aligned: the strategy box beside them is taller, and a stretched box reads as a gap inside it.
+        grid.addWidget(self._build_model_box(), 0, 0, Qt.AlignmentFlag.AlignTop)
+        grid.addWidget(self._build_device_box(), 1, 0, Qt.AlignmentFlag.AlignTop)
+        grid.addWidget(self._build_strategy_box(), 0, 1, 2, 1)
         grid.setColumnStretch(0, 1)
         grid.setColumnStretch(1, 1)
         outer.addLayout(grid)
@@ -284,25 +277,25 @@ class PlanPage(QWidget):
         self.strategy_buttons: dict[str, QRadioButton] = {}
         self.strategy_times: dict[str, QLabel] = {}
         for key, title, text in STRATEGIES:
+            row = QHBoxLayout()
             button = _named(QRadioButton(title), f"strategy_{key}", title)
             self.strategy_group.addButton(button)
             self.strategy_buttons[key] = button
             button.toggled.connect(self._on_strategy_toggled)
-            layout.addWidget(button)
+            row.addWidget(button)
+            row.addStretch(1)
+            timing = _named(QLabel(), f"estimate_{key}", f"{title}: time estimate")
+            row.addWidget(timing)
+            self.strategy_times[key] = timing
+            layout.addLayout(row)
             about = QLabel(text)
             about.setWordWrap(True)
-            about.setContentsMargins(24, 0, 0, 0)
+            about.setContentsMargins(24, 0, 0, 6)
+            about.setEnabled(False)  # muted: the title and the time are what to compare
             layout.addWidget(about)
-            timing = _named(QLabel(), f"estimate_{key}", f"{title}: time estimate")
-            timing.setContentsMargins(24, 0, 0, 6)
-            timing.setWordWrap(True)
-            timing.setEnabled(False)
-            layout.addWidget(timing)
-            self.strategy_times[key] = timing
         self.recommendation = _named(QLabel(), "strategyRecommendationLabel", "Recommended strategy")
         self.recommendation.setWordWrap(True)
         layout.addWidget(self.recommendation)
-        layout.addStretch(1)
         return box
 
     def _build_rule_box(self) -> QGroupBox:
@@ -350,7 +343,6 @@ class PlanPage(QWidget):
         hh.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         hh.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         self.rule_table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.rule_table.setMinimumHeight(300)
         layout.addWidget(self.rule_table, 1)
         self.rule_error = _named(QLabel(), "planErrorLabel", "Why a value was refused")
         self.rule_error.setWordWrap(True)
@@ -568,6 +560,12 @@ class PlanPage(QWidget):
         self._plan = make_plan(config, self._engine.num_train, self._report.median_size)
         self.rule_model.set_plan(self._plan)
         self.rule_table.resizeRowsToContents()
+        # Every row in view: the page scrolls as a whole, a second scroll bar inside it would hide settings.
+        table = self.rule_table
+        height = table.horizontalHeader().height() + sum(
+            table.rowHeight(r) for r in range(self.rule_model.rowCount())
+        )
+        table.setMinimumHeight(height + 2 * table.frameWidth() + 2)
         self.reset_button.setEnabled(bool(self._plan.overrides))
         n_classes = len(self._report.classes)
         w, h = self._report.median_size
@@ -729,7 +727,9 @@ class PlanPage(QWidget):
 
     def _start_estimates(self) -> None:
         if self._estimator is not None:
-            return  # the running one ends soon; its done() starts the next round for the newest settings
+            # Timing settings that are no longer chosen: stop it; its done() starts the newest round.
+            self._estimator.cancel()
+            return
         config = self.config()
         if config is None:
             return
@@ -743,32 +743,30 @@ class PlanPage(QWidget):
         too_big = cpu and spec.params > CPU_TIMING_LIMIT
 
         def measure(on_progress, cancel):
-            from bit_engine import train
-
             results = {}
-            for strategy in order:
+
+            def record(strategy, result):
+                results[strategy] = result
+                if strategy == "full":
+                    results["scratch"] = result  # the same steps, from other starting weights
                 on_progress(dict(results))  # cumulative: the newest report holds every result so far
-                if cancel.is_set():
-                    break
-                if too_big:
-                    results[strategy] = (
+
+            if too_big:
+                for strategy in order:
+                    record(
+                        strategy,
                         f"Not timed: {config.model} is too large to train on a CPU (it would take days). "
-                        "Choose a GPU or a smaller model."
+                        "Choose a GPU or a smaller model.",
                     )
-                    continue
-                try:
-                    results[strategy] = train.estimate(
-                        config.replace(strategy=strategy), num_train, num_val, median
-                    )
-                except Exception as exc:  # an estimate that fails must not hide the plan; say why instead
-                    results[strategy] = f"Could not time it: {user_message(exc)}"
-            if "full" in results:
-                results["scratch"] = results["full"]
+            else:
+                configs = [config.replace(strategy=s) for s in order]
+                timing.time_strategies(spec, configs, num_train, num_val, median, record, cancel)
             return results
 
         self._estimator = Worker(measure, self, name="plan: estimate")
         self._estimator.progress.connect(lambda results, key=key: self._on_estimated(key, results))
         self._estimator.succeeded.connect(lambda results, key=key: self._on_estimated(key, results))
+        self._estimator.failed.connect(lambda exc, key=key: self._on_estimate_failed(key, exc))
         self._estimator.done.connect(self._on_estimator_done)
         self._estimator.start()
         self._show_estimates()
@@ -781,8 +779,14 @@ class PlanPage(QWidget):
             self._estimates = dict(results)
             self._show_estimates()
 
+    def _on_estimate_failed(self, key, exc: BaseException) -> None:
+        message = f"Could not time it: {user_message(exc)}"
+        self._on_estimated(key, {s: message for s, _title, _text in STRATEGIES})
+
     def _on_estimator_done(self) -> None:
-        self._estimator = None
+        worker, self._estimator = self._estimator, None
+        if worker is not None:
+            worker.deleteLater()
         complete = "head" in self._estimates and "full" in self._estimates
         if not complete and self._report is not None and self._engine is not None:
             self._estimate_timer.start()  # settings changed while timing: time the new ones
@@ -801,7 +805,7 @@ class PlanPage(QWidget):
             elif isinstance(value, str):
                 label.setText(value)
             else:
-                label.setText(f"About {describe_duration(value.seconds / gpus)}")
+                label.setText(f"about {describe_duration(value.seconds / gpus)}")
         chosen = self._estimates.get(strategy)
         if chosen is None:
             self.estimate_label.setText(

@@ -386,6 +386,7 @@ class PredictPage(QWidget):
         for worker in (self._open_worker, self._predict_worker):
             if worker is not None:
                 worker.wait(60_000)
+        self.list.thumbnails.shutdown()
 
     # ------------------------------------------------------------------------------------------ drops
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:

@@ -6,6 +6,8 @@ automation and screen readers read the answer without the painting; the full ans
 
 from __future__ import annotations
 
+import dataclasses
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,8 @@ from PySide6.QtWidgets import (
     QStyleOptionViewItem,
     QWidget,
 )
+
+from app.widgets.thumbnails import ThumbnailLoader
 
 #: The `PredictionRow` of a row.
 ROW_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -72,30 +76,58 @@ class PredictionRow:
 
 
 class PredictionListModel(QAbstractListModel):
-    """Predictions in the order they finished; rows are only ever appended (streaming) or all cleared."""
+    """Predictions in the order they finished; rows are only ever appended (streaming) or all cleared.
 
-    def __init__(self, parent=None):
+    Thumbnails are kept for the most recently shown `THUMBNAIL_CACHE` photos only, so a drop of tens of
+    thousands of photos does not hold all their pictures in memory: a row whose thumbnail was let go asks
+    the `ThumbnailLoader` again when it is painted.
+
+    Args:
+        loader: decodes thumbnails that are no longer cached (None: such rows show a grey square).
+    """
+
+    THUMBNAIL_CACHE = 1000
+
+    def __init__(self, loader: ThumbnailLoader | None = None, parent=None):
         super().__init__(parent)
         self._rows: list[PredictionRow] = []
-        self._pixmaps: dict[int, QPixmap] = {}
+        self._row_of: dict[str, list[int]] = {}
+        self._pixmaps: OrderedDict[str, QPixmap] = OrderedDict()  # least recently used first
+        self._loader = loader
+        if loader is not None:
+            loader.loaded.connect(self._on_loaded)
 
     def append(self, rows: Iterable[PredictionRow]) -> None:
-        rows = list(rows)
-        if not rows:
+        """Add rows; their thumbnails move into the cache (the rows keep none themselves)."""
+        kept = []
+        for row in rows:
+            if row.thumbnail is not None and not row.thumbnail.isNull():
+                self._remember(row.path, QPixmap.fromImage(row.thumbnail))
+                row = dataclasses.replace(row, thumbnail=None)
+            kept.append(row)
+        if not kept:
             return
         start = len(self._rows)
-        self.beginInsertRows(QModelIndex(), start, start + len(rows) - 1)
-        self._rows.extend(rows)
+        self.beginInsertRows(QModelIndex(), start, start + len(kept) - 1)
+        for i, row in enumerate(kept):
+            self._row_of.setdefault(row.path, []).append(start + i)
+        self._rows.extend(kept)
         self.endInsertRows()
 
     def clear(self) -> None:
         self.beginResetModel()
         self._rows = []
-        self._pixmaps = {}
+        self._row_of = {}
+        self._pixmaps.clear()
+        if self._loader is not None:
+            self._loader.clear()
         self.endResetModel()
 
     def rows(self) -> list[PredictionRow]:
         return list(self._rows)
+
+    def cached_thumbnails(self) -> int:
+        return len(self._pixmaps)
 
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self._rows)
@@ -111,19 +143,35 @@ class PredictionListModel(QAbstractListModel):
                 return f"{row.path}\n{row.error}"
             return row.path + "\n" + "\n".join(f"{label}: {p:.2%}" for label, p in row.predictions)
         if role == Qt.ItemDataRole.DecorationRole:
-            return self._pixmap(index.row())
+            return self._pixmap(row)
         if role == ROW_ROLE:
             return row
         return None
 
-    def _pixmap(self, row: int) -> QPixmap | None:
-        # QPixmaps are made here, on the GUI thread, and only for rows that get painted.
-        if row not in self._pixmaps:
-            image = self._rows[row].thumbnail
-            if image is None or image.isNull():
-                return None
-            self._pixmaps[row] = QPixmap.fromImage(image)
-        return self._pixmaps[row]
+    def _remember(self, path: str, pixmap: QPixmap) -> None:
+        self._pixmaps[path] = pixmap
+        self._pixmaps.move_to_end(path)
+        while len(self._pixmaps) > self.THUMBNAIL_CACHE:
+            evicted, _ = self._pixmaps.popitem(last=False)
+            if self._loader is not None:
+                self._loader.forget(evicted)  # so that it can be asked for again
+
+    def _pixmap(self, row: PredictionRow) -> QPixmap | None:
+        pixmap = self._pixmaps.get(row.path)
+        if pixmap is not None:
+            self._pixmaps.move_to_end(row.path)
+        elif row.error is None and self._loader is not None:
+            self._loader.request(row.path)
+        return pixmap
+
+    def _on_loaded(self, path: str, image: QImage) -> None:
+        rows = self._row_of.get(path)
+        if not rows:
+            return
+        self._remember(path, QPixmap.fromImage(image))
+        for r in rows:
+            index = self.index(r)
+            self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole])
 
 
 class PredictionDelegate(QStyledItemDelegate):
@@ -225,7 +273,8 @@ class PredictionList(QListView):
 
     def __init__(self, parent: QWidget | None = None, top_k: int = 3):
         super().__init__(parent)
-        self.prediction_model = PredictionListModel(self)
+        self.thumbnails = ThumbnailLoader(size=2 * THUMB, threads=1, parent=self)
+        self.prediction_model = PredictionListModel(self.thumbnails, self)
         self.setModel(self.prediction_model)
         self.setItemDelegate(PredictionDelegate(top_k, self))
         self.setUniformItemSizes(True)

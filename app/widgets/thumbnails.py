@@ -86,6 +86,10 @@ class ThumbnailLoader(QObject):
         self._requested.add(path)
         self._pool.start(_Job(self, path, self.size))
 
+    def forget(self, path: str) -> None:
+        """Let `path` be asked for again (its thumbnail was dropped from a cache)."""
+        self._requested.discard(path)
+
     def clear(self) -> None:
         """Forget pending requests (queued jobs are dropped; running ones finish)."""
         self._pool.clear()

@@ -59,12 +59,13 @@ def register(sub) -> None:
 
 
 def _model_arg(p) -> None:
+    from bit_engine.model_choice import OFFLINE_MODEL
     from bit_engine.models import DEFAULT_MODEL
 
     p.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
-        help=f"pre-trained model (default {DEFAULT_MODEL}; see `bit-studio weights list`)",
+        help=f"pre-trained model (default {DEFAULT_MODEL}, or {OFFLINE_MODEL} when {DEFAULT_MODEL}'s weights "
+        "are not on this machine and cannot be downloaded; see `bit-studio weights list`)",
     )
 
 
@@ -126,9 +127,9 @@ def _non_negative(text: str) -> float:
 def _config(args, strategy: str):
     from bit_engine.config import TrainConfig
     from bit_engine.errors import BitStudioError
-    from bit_engine.models import get_spec
+    from bit_engine.models import DEFAULT_MODEL, get_spec
 
-    spec = get_spec(args.model)  # an unknown name fails here, listing the known ones
+    spec = get_spec(args.model or DEFAULT_MODEL)  # an unknown name fails here, listing the known ones
     try:
         return TrainConfig(
             data_dir=str(Path(args.data_dir).expanduser().resolve()),
@@ -194,12 +195,23 @@ def _print_plan(plan) -> None:
 
 
 class _ProgressPrinter:
-    """Turns engine `Progress` objects into a progress bar (or JSON lines)."""
+    """Turns engine `Progress` objects into a progress bar (or JSON lines).
 
-    def __init__(self, as_json: bool):
+    Args:
+        as_json: one JSON line per training step and per finished phase, nothing else.
+        announce: printed once the folder has been scanned and found trainable (at the first progress after
+            the scan), so that nothing is announced before it is checked.
+        estimate: seconds the run was estimated to take (the plan's estimate); without one, the estimate is
+            the one the progress bar showed after the first steps. A finished run prints both.
+    """
+
+    def __init__(self, as_json: bool, announce: str | None = None, estimate: float | None = None):
         self.as_json = as_json
         self.bar = TextProgress()
         self.phase = None
+        self.announce = announce
+        self.estimate = estimate
+        self.estimate_source = "the plan estimated" if estimate is not None else ""
 
     def __call__(self, p) -> None:
         if self.as_json:
@@ -210,6 +222,25 @@ class _ProgressPrinter:
             if self.phase is not None:
                 self.bar.close()
             self.phase = p.phase
+            if self.announce and p.phase != "scanning":
+                print(self.announce, flush=True)
+                self.announce = None
+        if (
+            p.phase == "training"
+            and self.estimate is None
+            and p.eta is not None
+            and p.elapsed is not None
+            and p.step >= max(1, p.total_steps // 20)
+        ):
+            self.estimate = p.elapsed + p.eta
+            self.estimate_source = f"estimated after {p.step} steps"
+        if p.phase == "done" and p.elapsed is not None:
+            self.bar.close()
+            timing = f"Finished in {format_duration(p.elapsed)}"
+            if self.estimate is not None:
+                timing += f" ({self.estimate_source}: {format_duration(self.estimate)})"
+            print(timing + ".", flush=True)
+            return
         if p.phase == "training":
             text = f"step {p.step}/{p.total_steps}  loss {p.train_loss:.3f}  lr {p.lr:.2g}"
             if p.images_per_s:
@@ -296,12 +327,22 @@ def _plan(args) -> int:
 
         resolve_device(config.device)  # fail before the scan, as `train` does
     strategies = [args.strategy] if args.strategy else ["head", "full", "scratch"]
-    return _show_plan(config, [] if args.no_estimate else strategies, args.json)
+    return _show_plan(
+        config, [] if args.no_estimate else strategies, args.json, default_model=args.model is None
+    )
 
 
-def _show_plan(config, strategies: list[str], as_json: bool) -> int:
-    """Scan, plan and time `config` for each of `strategies`; print it for people or as JSON."""
-    from bit_engine import data
+def _show_plan(
+    config, strategies: list[str], as_json: bool, default_model: bool = False, estimates: list | None = None
+) -> int:
+    """Scan, plan and time `config` for each of `strategies`; print it for people or as JSON.
+
+    Args:
+        default_model: the model is the default, not the person's choice (`train` may fall back).
+        estimates: when given, the `Estimate` of each strategy is appended to it.
+    """
+    from bit_engine import data, weights
+    from bit_engine.model_choice import OFFLINE_MODEL
     from bit_engine.train import estimate, make_plan
 
     report = data.scan(config.data_dir)
@@ -315,7 +356,9 @@ def _show_plan(config, strategies: list[str], as_json: bool) -> int:
         return 2
     split = data.split(report, val_fraction=config.val_fraction, seed=config.seed)
     plan = make_plan(config, len(split.train), report.median_size)
+    weights_here = config.strategy == "scratch" or weights.is_available(config.model)
     if as_json:
+        out["weights_on_this_machine"] = weights_here
         out["plan"] = plan.to_dict()
         out["split"] = {
             "train": len(split.train),
@@ -339,33 +382,101 @@ def _show_plan(config, strategies: list[str], as_json: bool) -> int:
                 f"               no validation photo for {names}: too few photos for a "
                 f"{config.val_fraction:.0%} share, so their accuracy is not measured"
             )
+        if not weights_here:
+            from bit_engine.models import get_spec
+
+            size = format_bytes(get_spec(config.model).size_bytes)
+            then = (
+                f"or, when it cannot reach the weights host, trains {OFFLINE_MODEL} instead"
+                if default_model
+                else f"or use --model {OFFLINE_MODEL}, whose weights ship with BiT Studio"
+            )
+            print(
+                f"  weights      {config.model} is not on this machine: `train` downloads it first ({size}), "
+                f"{then}"
+            )
     if strategies:
-        estimates = []
+        timed = []
         if not as_json:
             print("\nTime estimates on this machine (a few timed steps):")
         for strategy in strategies:
             e = estimate(
                 config.replace(strategy=strategy), len(split.train), len(split.val), report.median_size
             )
-            estimates.append(e.to_dict())
+            timed.append(e.to_dict())
+            if estimates is not None:
+                estimates.append(e)
             if not as_json:
                 print(f"  {strategy:<8} {e.text}")
         if as_json:
-            out["estimates"] = estimates
+            out["estimates"] = timed
     if as_json:
         print(json.dumps(out, indent=2))
     return 0
 
 
+def _prepare(args, config):
+    """Check before announcing or creating anything: the folder, the device, the model's weights.
+
+    Missing weights are downloaded now, with a progress bar. Without --model, a machine that has no copy of
+    the default's weights and cannot reach the weights host trains EfficientNet-Lite0 (and says so); a model
+    the person chose is refused with the alternative instead. Returns the config to train.
+    """
+    from bit_engine import data, distributed, model_choice
+    from bit_engine.devices import resolve_device
+
+    data.check_folder(config.data_dir)
+    if config.device is not None:
+        resolve_device(config.device)
+    if config.strategy == "scratch" or distributed.placement_from_env() is not None:
+        return config  # no pre-trained weights; under torchrun every rank must train the model it was given
+    say = sys.stderr if args.json else sys.stdout
+    bar = TextProgress()
+
+    def show(p) -> None:
+        total = f" / {format_bytes(p.total)}" if p.total else ""
+        bar.update(p.fraction or 0.0, f"downloading weights {format_bytes(p.done)}{total}")
+
+    try:
+        if args.model is None:
+            _say_download(say)
+            choice = model_choice.choose_default_model(on_progress=show)
+            bar.close()
+            if choice.message:
+                print(choice.message, file=say)
+            return config.replace(model=choice.name)
+        model_choice.fetch_weights(config.model, on_progress=show)
+        return config
+    finally:
+        bar.close()
+
+
+def _say_download(stream, indent: str = "") -> None:
+    """Say that the default model's weights are about to be fetched (when they are not here)."""
+    from bit_engine import weights
+    from bit_engine.models import DEFAULT_MODEL, get_spec
+
+    if not weights.is_available(DEFAULT_MODEL):
+        size = format_bytes(get_spec(DEFAULT_MODEL).size_bytes)
+        print(
+            f"{indent}{DEFAULT_MODEL}'s weights are not on this machine; trying to download them ({size})...",
+            file=stream,
+            flush=True,
+        )
+
+
 def _train(args) -> int:
     from bit_engine import distributed
 
-    config = _config(args, args.strategy)
-    printer = _ProgressPrinter(args.json)
-    if not args.json and distributed.is_main_process():
-        print(
-            f"Training {config.model} ({config.strategy}) on {config.data_dir}. Ctrl-C stops and keeps the run."
-        )
+    config = _prepare(args, _config(args, args.strategy))
+    announce = not args.json and distributed.is_main_process()
+    printer = _ProgressPrinter(
+        args.json,
+        announce=f"Training {config.model} ({config.strategy}) on {config.data_dir}. "
+        "Ctrl-C stops and keeps the run."
+        if announce
+        else None,
+    )
     engine = _engine(args, distributed.TrainJob(config=config, out=args.out))
     result = _run_cancellable(lambda cancel: _with_sigint(engine, None, printer, cancel), printer)
     return _outcome(result, args.json)
@@ -469,45 +580,38 @@ def _evaluate(args) -> int:
 def _demo(args) -> int:
     import tempfile
 
-    from bit_engine import weights
     from bit_engine.config import TrainConfig
-    from bit_engine.demo import make_demo_dataset
-    from bit_engine.errors import BitStudioError
-    from bit_engine.models import get_spec
+    from bit_engine.demo import DEMO_CLASSES, make_demo_dataset
+    from bit_engine.model_choice import choose_default_model
     from bit_engine.train import fit
 
+    # Not in the user's folders: a temporary folder, named at the start and at the end.
     folder = Path(tempfile.mkdtemp(prefix="bit-studio-demo-"))
-    make_demo_dataset(folder)
-    print(f"1. Made a sample dataset: 4 classes x 60 images in {folder}\n")
-    model = "BiT-M-R50x1"
-    if weights.is_available(model):
-        print(f"   Using {model} (cached).")
-    elif args.offline:
-        model = "EfficientNet-Lite0"
-        print(f"   --offline: using {model}, whose weights ship with BiT Studio.")
+    per_class = 60
+    make_demo_dataset(folder, per_class=per_class)
+    print(f"1. Made a sample dataset: {len(DEMO_CLASSES)} classes x {per_class} images in {folder}\n")
+    if args.offline:
+        choice = choose_default_model(download=False)
     else:
-        print(
-            f"   {model} is not cached; trying to download it ({format_bytes(get_spec(model).size_bytes)})..."
-        )
+        _say_download(sys.stdout, indent="   ")
         bar = TextProgress()
         try:
-            weights.download(
-                model, on_progress=lambda p: bar.update(p.fraction or 0, format_bytes(p.done)), timeout=3.0
+            choice = choose_default_model(
+                on_progress=lambda p: bar.update(p.fraction or 0, format_bytes(p.done))
             )
+        finally:
             bar.close()
-        except BitStudioError as exc:
-            bar.close()
-            model = "EfficientNet-Lite0"
-            first = str(exc).split(". ")[0]
-            print(
-                f"   Could not download it ({first}).\n   Using {model} instead: its weights ship with BiT Studio."
-            )
+    if choice.message:
+        print(f"   {choice.message}")
+    else:
+        print(f"   Using {choice.name} (its weights are on this machine).")
     print()
-    config = TrainConfig(data_dir=str(folder), model=model, strategy="head")
+    config = TrainConfig(data_dir=str(folder), model=choice.name, strategy="head")
     print("2. Plan")
-    _show_plan(config, ["head"], False)
+    estimates: list = []
+    _show_plan(config, ["head"], False, estimates=estimates)
     print("\n3. Train (head strategy: the pre-trained network stays frozen, a new head learns the classes)")
-    printer = _ProgressPrinter(False)
+    printer = _ProgressPrinter(False, estimate=estimates[0].seconds if estimates else None)
     result = _run_cancellable(
         lambda cancel: _with_sigint(fit, config, printer, cancel, out=args.out), printer
     )
@@ -517,6 +621,8 @@ def _demo(args) -> int:
     _print_mistakes(result.report)
     print(
         f"\nThe run is in {result.run_dir}\n"
+        f"The sample photos stay in {folder} (the run's validation photos are there, for `evaluate`);\n"
+        "delete that folder when you are done with the demo.\n"
         f"Next: bit-studio evaluate {result.run_dir}\n"
         f"      bit-studio train YOUR_FOLDER --strategy head"
     )
