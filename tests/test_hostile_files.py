@@ -470,3 +470,17 @@ def test_the_windows_csv_is_escaped_too():
     parsed = list(csv.reader(predictions_csv(rows, 2).splitlines()))
     assert parsed[1][:4] == ["'=cmd|x.png", "'@label", "0.900000", "'+b"]
     assert parsed[2][0] == "'-bad.jpg" and parsed[2][-1] == "'-bad.jpg: not a photo"
+
+
+def test_folder_names_with_control_characters_are_escaped_in_the_plan(tmp_path, tiny_bit, capsys):
+    from conftest import make_color_folder
+
+    root = tmp_path / "ds"
+    make_color_folder(root, classes=("red", "green"), per_class=4)
+    (root / "red").rename(root / "red\x1b]0;pwned\x07")
+    (root / "green").rename(root / "gre\nen")
+    (root / "gre\nen" / "bad\x1b[2J.png").write_text("not an image")
+    assert main(["plan", str(root), "--model", tiny_bit, "--no-estimate"]) in (0, 2)
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "red\\x1b]0;pwned\\x07" in out and "gre\\nen" in out
