@@ -723,9 +723,6 @@ class _ImageReader:
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._batches, None)
 
-    def rewind(self) -> None:  # only needed by calibrators that read twice (not MinMax)
-        raise NotImplementedError
-
 
 @contextlib.contextmanager
 def _quiet_quantizer():

@@ -406,13 +406,3 @@ def _from_gray_array(a: np.ndarray, *, float_data: bool) -> Image.Image:
         scaled = np.zeros_like(a)
     gray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
     return Image.fromarray(gray).convert("RGB")
-
-
-def is_image_name(name: str) -> bool:
-    """True for file names that look like photos this module can read (by their ending)."""
-    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
-
-
-def is_unsupported_photo_name(name: str) -> bool:
-    """True for photo files in a format we know and cannot read (HEIC, RAW, ...)."""
-    return os.path.splitext(name)[1].lower() in UNSUPPORTED_SUFFIXES

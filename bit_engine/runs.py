@@ -6,7 +6,8 @@ dataset.json   the dataset report (counts, skipped files, warnings)
 split.json     the train/validation split, so a resume and an evaluation use the same one
 status.json    running / cancelled / failed / done, with the step and a message
 metrics.jsonl  one JSON line per log and per evaluation
-checkpoint.pt  model, optimizer, step and RNG states: what `resume` continues from
+checkpoint.pt  model, optimizer and step: what `resume` continues from (all randomness derives
+               from the seed and the step, so no RNG state is kept)
 model.pt       the final weights with what is needed to use them (model name, classes, pre-processing)
 report.json    accuracy, per-class precision/recall/F1, confusion matrix, every misclassified file
 """

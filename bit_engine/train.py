@@ -538,7 +538,6 @@ def _run(config, run, split, plan, pre, device, on_progress, cancel, dist, check
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
         start = int(checkpoint["step"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
     stream = SampleStream(len(train_set), plan.batch, config.seed)
     eval_at = _evaluation_steps(plan.total_steps, config.evaluations)
     last_ckpt = time.monotonic()
@@ -554,7 +553,6 @@ def _run(config, run, split, plan, pre, device, on_progress, cancel, dist, check
                 "model": {k: v.detach().cpu() for k, v in trainer.unwrapped.state_dict().items()},
                 "optimizer": optimizer.state_dict(),
                 "step": step,
-                "rng": {"torch": torch.get_rng_state()},
                 "config": config.to_dict(),
                 "split": split.to_dict(),
             }
