@@ -484,3 +484,13 @@ def test_folder_names_with_control_characters_are_escaped_in_the_plan(tmp_path, 
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out
     assert "red\\x1b]0;pwned\\x07" in out and "gre\\nen" in out
+
+
+def test_disk_full_during_training_is_the_engines_message(
+    color_folder, tiny_bit, tmp_path, capsys, monkeypatch
+):
+    _fill_disk(monkeypatch)
+    args = ["train", str(color_folder), "--model", tiny_bit, "--steps", "1", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "error: The disk is full:" in err and "could not be written" in err and "Traceback" not in err
