@@ -254,11 +254,13 @@ def test_out_of_range_overrides_are_refused_before_the_scan(tmp_path, flag, valu
     assert f"argument {flag}: " in err and "Traceback" not in err
 
 
-def test_out_of_range_overrides_from_other_callers_are_training_errors():
-    from bit_engine.train import TrainingError, make_plan
+def test_out_of_range_overrides_from_other_callers_are_config_errors():
+    from bit_engine.config import ConfigError
+    from bit_engine.errors import BitStudioError
 
-    with pytest.raises(TrainingError, match="Steps must be at least 1"):
-        make_plan(TrainConfig(data_dir="x", steps=0), 10, (20, 20))
+    with pytest.raises(ConfigError, match="(?i)steps must be a whole number") as info:
+        TrainConfig(data_dir="x", steps=0)
+    assert isinstance(info.value, BitStudioError)
 
 
 # --------------------------------------------------------------------------------------------------------------
