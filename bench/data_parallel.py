@@ -1,7 +1,7 @@
 """Training speed of one process against data-parallel processes on this machine's CPU (gloo).
 
 The same run (R50x1 from scratch: nothing to download) is trained as one process using every core, one
-process with one thread, and N processes with cores / N threads each (`distributed.launch`, as
+process with one thread, and N processes with cores / N threads each (`launcher.launch`, as
 `--devices cpu:N` does), alternating so that machine noise hits all alike. Images/s is timed from rank 0's
 progress between the end of step `--skip` and the last step (start-up, caching and evaluations excluded).
 
@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from bit_engine.config import TrainConfig
-from bit_engine.distributed import launch
+from bit_engine.launcher import launch
 from bit_engine.train import fit
 
 

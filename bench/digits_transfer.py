@@ -48,7 +48,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bit_engine.config import TrainConfig
-from bit_engine.train import estimate, fit
+from bit_engine.estimate import estimate
+from bit_engine.train import fit
 
 
 def write_digits(root: Path, side: int = 32) -> int:
@@ -77,7 +78,7 @@ def run(config: TrainConfig, out: Path) -> dict:
         "strategy": config.strategy,
         "steps": result.total_steps,
         "val_top1": result.val_top1,
-        "val_images": report["num_images"] if report else 0,
+        "val_images": report.num_images if report else 0,
         "seconds": seconds,
     }
 

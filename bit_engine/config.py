@@ -2,42 +2,63 @@
 
 Only what the user decides lives here; what the HyperRule derives from the data (schedule, resolution, lr)
 is recomputed from it and saved next to it as plan.json, so any run can be explained and repeated.
+
+This module imports neither torch nor the model table, so a form can build and check a config at once.
+The choices are typed (`Strategy`, `Precision`) and listed once (`STRATEGIES`, `PRECISIONS`); front ends
+take their menus from here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from bit_engine.errors import BitStudioError
-from bit_engine.models import DEFAULT_MODEL
 
-STRATEGIES = ("full", "head", "scratch")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+Strategy = Literal["full", "head", "scratch"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
-# (field, lowest, highest, may be None): the whole-number settings and the values they may take.
-_WHOLE_NUMBERS = (
-    ("steps", 1, 10**9, True),
-    ("batch", 1, 10**7, True),
-    ("resolution", 8, 4096, True),
-    ("micro_batch", 1, 10**7, True),
-    ("workers", 0, 64, True),
-    ("evaluations", 0, 10_000, False),
-    ("seed", 0, 2**63 - 1, False),  # numpy seeds are never negative
-)
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+#: What a strategy does, in a sentence a form can show next to the choice.
+STRATEGY_HELP = {
+    "full": "fine-tune every layer (BiT's way: the best accuracy, the longest run)",
+    "head": "keep the pre-trained network frozen and train only a new head (fast, even on a CPU)",
+    "scratch": "no pre-training, the same schedule (a baseline that shows what transfer buys)",
+}
+
+#: The model a new run uses unless the user picks another (a name from `models.KNOWN_MODELS`).
+DEFAULT_MODEL = "BiT-M-R50x1"
 
 
 class ConfigError(BitStudioError, ValueError):
-    """A setting out of its range (a ValueError too, for callers that check arguments that way)."""
+    """A config with settings out of range (a ValueError too, for callers that check arguments that way).
+
+    Attributes:
+        problems: field name -> message, as `TrainConfig.validate` gives them.
+    """
+
+    def __init__(self, problems: dict[str, str]):
+        super().__init__(" ".join(problems.values()))
+        self.problems = problems
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """A training run. None on an override means: the HyperRule decides."""
+    """A training run. None on an override means: the HyperRule decides.
+
+    Building one with settings out of range raises `ConfigError`; a form checks its fields first with
+    `TrainConfig.check(**fields)`, which says what is wrong with each.
+    """
 
     data_dir: str  # the labelled folder (one sub-folder per class)
     model: str = DEFAULT_MODEL  # a name from models.KNOWN_MODELS
-    strategy: str = "full"  # full: fine-tune everything (BiT); head: frozen backbone; scratch: random init
+    strategy: Strategy = (
+        "full"  # full: fine-tune everything (BiT); head: frozen backbone; scratch: random init
+    )
     steps: int | None = None  # total optimizer steps (the rule: 500 / 10k / 20k by dataset size)
     batch: int | None = None  # global batch; the lr scales linearly (the rule: 512 at lr 0.003)
     resolution: int | None = None  # input side after the crop; the pre-crop resize keeps the rule's ratio
@@ -47,49 +68,101 @@ class TrainConfig:
     device: str | None = None  # cpu, cuda, cuda:N; None: a GPU when one is usable, else the CPU
     seed: int = 0  # data order, augmentation, mixup and split all derive from it
     val_fraction: float = 0.2  # held out for validation when the folder has no split of its own
-    precision: str = "auto"  # auto: bf16 where the device has it natively, else fp32; or fp32, bf16, fp16
+    precision: Precision = (
+        "auto"  # auto: bf16 where the device has it natively, else fp32; or fp32, bf16, fp16
+    )
     micro_batch: int | None = None  # images per forward pass; None: sized to the device's memory
     workers: int | None = None  # DataLoader worker processes; None: chosen from the CPU count
     evaluations: int = 10  # evaluations over the run (plus one at the end)
     checkpoint_minutes: float = 5.0  # also checkpoint this often, so a crash loses little
 
     def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"Unknown strategy {self.strategy!r}: use one of {', '.join(STRATEGIES)}.")
-        if not isinstance(self.val_fraction, (int, float)) or not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"Validation fraction must be between 0 and 1, got {self.val_fraction!r}.")
-        # The ranges the CLI accepts; a config.json read back from a run folder goes through the same door.
-        for name, low, high, optional in _WHOLE_NUMBERS:
+        problems = self.validate()
+        if problems:
+            raise ConfigError(problems)
+
+    def validate(self) -> dict[str, str]:
+        """What is wrong, by field name, in words a form can show next to the field; empty when all is well.
+
+        Checks ranges and choices only. Whether the model is known, the device usable or the folder
+        trainable is for `models.get_spec`, `devices.resolve_device` and the scan to say.
+        """
+        problems: dict[str, str] = {}
+
+        def at_least(name: str, minimum: int, what: str, maximum: int | None = None) -> None:
+            # The upper bounds keep a config.json edited by hand (or by an attacker) from asking for a
+            # million worker processes or a billion evaluations: a clear message instead of a MemoryError.
             value = getattr(self, name)
-            if value is None and optional:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ConfigError(f"{name} must be a whole number from {low} to {high}, got {value!r}.")
-        if self.mixup is not None and not (isinstance(self.mixup, (int, float)) and 0 <= self.mixup <= 10):
-            raise ConfigError(f"mixup must be a number from 0 to 10, got {self.mixup!r}.")
-        if not isinstance(self.checkpoint_minutes, (int, float)) or not self.checkpoint_minutes > 0:
-            raise ConfigError(
-                f"checkpoint_minutes must be a positive number, got {self.checkpoint_minutes!r}."
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < minimum
+            ):
+                problems[name] = f"{what} must be a whole number of at least {minimum}, not {value!r}."
+            elif value is not None and maximum is not None and value > maximum:
+                problems[name] = f"{what} must be a whole number of at most {maximum}, not {value!r}."
+
+        if not str(self.data_dir).strip():
+            problems["data_dir"] = "Choose the folder of labelled photos."
+        if not str(self.model).strip():
+            problems["model"] = "Choose a model."
+        if self.strategy not in STRATEGIES:
+            problems["strategy"] = f"Unknown strategy {self.strategy!r}: use one of {', '.join(STRATEGIES)}."
+        at_least("steps", 1, "Steps")
+        at_least("batch", 1, "The batch")
+        at_least("resolution", 8, "The resolution", 4096)
+        at_least("micro_batch", 1, "The micro-batch")
+        at_least("workers", 0, "Workers", 64)
+        at_least("evaluations", 1, "Evaluations", 10_000)
+        at_least("seed", 0, "The seed", 2**63 - 1)
+        if self.mixup is not None and not (
+            isinstance(self.mixup, int | float) and not isinstance(self.mixup, bool) and 0 <= self.mixup <= 10
+        ):
+            problems["mixup"] = f"Mixup alpha must be a number from 0 to 10, not {self.mixup!r}."
+        if not (isinstance(self.val_fraction, int | float) and 0.0 < self.val_fraction < 1.0):
+            problems["val_fraction"] = (
+                f"Validation fraction must be between 0 and 1, got {self.val_fraction}."
             )
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"Unknown precision {self.precision!r}: use one of {', '.join(PRECISIONS)}.")
-        for name in ("data_dir", "model"):
-            if not isinstance(getattr(self, name), str):
-                raise ConfigError(f"{name} must be text, got {getattr(self, name)!r}.")
+            problems["precision"] = (
+                f"Unknown precision {self.precision!r}: use one of {', '.join(PRECISIONS)}."
+            )
+        if not (
+            isinstance(self.checkpoint_minutes, int | float) and math.isfinite(self.checkpoint_minutes)
+        ) or (self.checkpoint_minutes <= 0):
+            problems["checkpoint_minutes"] = "Checkpoint minutes must be a positive number."
+        if self.device is not None and not _is_device_text(self.device):
+            problems["device"] = f"Unknown device {self.device!r}: use cpu, cuda or cuda:N."
+        return problems
+
+    @classmethod
+    def check(cls, **fields) -> dict[str, str]:
+        """`validate` for field values that may not make a config yet (a form's current entries)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            return {name: f"{name} is not a training setting." for name in unknown}
+        fields.setdefault("data_dir", "")
+        config = object.__new__(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else None
+            object.__setattr__(config, f.name, fields.get(f.name, default))
+        return config.validate()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        """A config read back from a run folder; anything malformed is a `ConfigError` naming the field."""
-        if not isinstance(d, dict):
-            raise ConfigError("The run's settings (config.json) are damaged: not a JSON object.")
+        if not isinstance(d, dict):  # config.json read back from a run folder: anything may be in it
+            raise ConfigError({"config": "The run's settings (config.json) are damaged: not a JSON object."})
         known = {f.name for f in dataclasses.fields(cls)}
-        try:
-            return cls(**{k: v for k, v in d.items() if k in known})
-        except (TypeError, ConfigError) as exc:
-            raise ConfigError(f"The run's settings (config.json) are damaged: {exc}") from exc
+        return cls(**{k: v for k, v in d.items() if k in known})
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _is_device_text(text: str) -> bool:
+    kind, _, index = str(text).partition(":")
+    if kind in ("cpu", "auto"):
+        return index == ""
+    return kind == "cuda" and (index == "" or index.isdigit())

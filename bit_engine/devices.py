@@ -12,11 +12,23 @@ from dataclasses import dataclass
 
 import torch
 
+from bit_engine.config import PRECISIONS
 from bit_engine.errors import BitStudioError
 
 
 class DeviceError(BitStudioError):
-    """The requested device cannot be used; the message says why and what to do."""
+    """The requested device cannot be used; the message says why and what to do.
+
+    Attributes:
+        device: the device (or device list) asked for, as given (None when not known).
+    """
+
+    def __init__(self, message: str, device: str | None = None):
+        super().__init__(message)
+        self.device = device
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.device))
 
 
 @dataclass(frozen=True)
@@ -114,21 +126,71 @@ def resolve_device(spec: str | None) -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError as exc:
-        raise DeviceError(f"Unknown device {spec!r}: use cpu, cuda or cuda:N.") from exc
+        raise DeviceError(f"Unknown device {spec!r}: use cpu, cuda or cuda:N.", device=spec) from exc
     if device.type == "cpu":
         return device
     if device.type != "cuda":
-        raise DeviceError(f"Unsupported device {spec!r}: use cpu, cuda or cuda:N.")
+        raise DeviceError(f"Unsupported device {spec!r}: use cpu, cuda or cuda:N.", device=spec)
     reason = gpu_unavailable_reason()
     if reason is not None:
-        raise DeviceError(f"Cannot train on {spec}: {reason}")
+        raise DeviceError(f"Cannot train on {spec}: {reason}", device=spec)
     count = torch.cuda.device_count()
     if device.index is not None and device.index >= count:
-        raise DeviceError(f"There is no GPU {device.index}: this machine has {count} (0 to {count - 1}).")
+        raise DeviceError(
+            f"There is no GPU {device.index}: this machine has {count} (0 to {count - 1}).", device=spec
+        )
     return device
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+def parse_devices(spec: str | None) -> list[torch.device]:
+    """The devices a training runs on, one process each.
+
+    Args:
+        spec: None or `auto` (a GPU when one is usable, else the CPU), `cpu`, `cuda`, `all` (every usable
+            GPU), GPU numbers such as `0,1,3` (or `cuda:0,cuda:1`), or `cpu:N` (N processes on the CPU: for
+            trying data parallelism out, not for speed).
+
+    Raises:
+        DeviceError: no GPU can be used (with the reason), a GPU is out of range or listed twice, or the
+            text is not one of the forms above.
+    """
+    text = (spec or "auto").strip().lower()
+    if text in ("auto", "cuda"):
+        return [resolve_device(text)]
+    if text == "cpu" or text.startswith("cpu:"):
+        count = text[4:] or "1"
+        if not count.isdigit() or int(count) < 1:
+            raise DeviceError(
+                f"Unknown devices {spec!r}: cpu:N needs a number of processes, e.g. cpu:2.", device=spec
+            )
+        return [torch.device("cpu")] * int(count)
+    reason = gpu_unavailable_reason()
+    if reason is not None:
+        raise DeviceError(f"Cannot train on GPUs ({spec}): {reason}", device=spec)
+    available = torch.cuda.device_count()
+    if text == "all":
+        return [torch.device("cuda", i) for i in range(available)]
+    indices: list[int] = []
+    for item in text.split(","):
+        item = item.strip().removeprefix("cuda:")
+        if not item.isdigit():
+            raise DeviceError(
+                f"Unknown devices {spec!r}: use all, GPU numbers such as 0,1,3, or cpu:N for CPU processes.",
+                device=spec,
+            )
+        index = int(item)
+        if index >= available:
+            raise DeviceError(
+                f"There is no GPU {index}: this machine has {available} (0 to {available - 1}).",
+                device=spec,
+            )
+        if index in indices:
+            raise DeviceError(
+                f"GPU {index} is listed twice in {spec!r}: each process needs a GPU of its own.",
+                device=spec,
+            )
+        indices.append(index)
+    return [torch.device("cuda", i) for i in indices]
 
 
 def cpu_has_native_bf16() -> bool:

@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bit_engine.errors import BitStudioError
-from bit_engine.models import WeightsMismatchError
+from bit_engine.errors import BitStudioError, WeightsMismatchError
 
 #: TensorFlow's BatchNorm epsilon, which the released weights were trained with.
 BN_EPS = 1e-3

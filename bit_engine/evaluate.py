@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from bit_engine.progress import CancelFlag, OperationCancelled, Progress, ProgressCallback
+from bit_engine.report import ClassScores, EvaluationReport, Mistake
 from bit_engine.transforms import ImageDataset
 
 
@@ -58,14 +60,23 @@ def loss_and_top1(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float | N
 
 
 def build_report(
-    logits: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], files: Sequence[str]
-) -> dict:
-    """The evaluation report as a JSON-ready dict.
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    classes: Sequence[str],
+    files: Sequence[str],
+    **about,
+) -> EvaluationReport:
+    """The evaluation report of `logits` against `labels`.
+
+    Args:
+        logits, labels: from `predict_dataset`.
+        classes: the model's classes, in label order.
+        files: each sample's file, in the same order.
+        about: the report's other fields (run_id, model, strategy, split, unknown_classes, skipped).
 
     Returns:
-        accuracy, loss, num_images, per_class (precision, recall, f1, support per class name),
-        confusion (rows: true class, columns: predicted, in `classes` order), and misclassified (file, true,
-        predicted, confidence), most confident mistakes first: those are the ones worth looking at.
+        accuracy and loss (None without images), per-class precision/recall/F1/support, the confusion matrix
+        (rows: true class, columns: predicted, in `classes` order), and every mistake, most confident first.
     """
     k = len(classes)
     probs = logits.softmax(1) if len(labels) else logits
@@ -81,28 +92,23 @@ def build_report(
         precision = tp / predicted if predicted else 0.0
         recall = tp / support if support else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
-    mistakes = []
-    for i in torch.nonzero(pred != labels).flatten().tolist():
-        mistakes.append(
-            {
-                "file": files[i],
-                "true": classes[labels[i]],
-                "predicted": classes[pred[i]],
-                "confidence": round(probs[i, pred[i]].item(), 6),
-            }
-        )
-    mistakes.sort(key=lambda m: -m["confidence"])
+        per_class[name] = ClassScores(precision, recall, f1, support)
+    mistakes = [
+        Mistake(files[i], classes[labels[i]], classes[pred[i]], round(probs[i, pred[i]].item(), 6))
+        for i in torch.nonzero(pred != labels).flatten().tolist()
+    ]
+    mistakes.sort(key=lambda m: -m.confidence)
     loss, top1 = loss_and_top1(logits, labels)
-    return {
-        "accuracy": top1,
-        "loss": loss,
-        "num_images": len(labels),
-        "classes": list(classes),
-        "per_class": per_class,
-        "confusion": confusion.tolist(),
-        "misclassified": mistakes,
-    }
+    return EvaluationReport(
+        accuracy=top1,
+        loss=loss,
+        num_images=len(labels),
+        classes=tuple(classes),
+        per_class=per_class,
+        confusion=tuple(tuple(row) for row in confusion.tolist()),
+        misclassified=tuple(mistakes),
+        **about,
+    )
 
 
 def evaluate_run(
@@ -110,17 +116,24 @@ def evaluate_run(
     data_dir=None,
     *,
     device: str | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
-    cancel=None,
-) -> dict:
+    on_progress: ProgressCallback | None = None,
+    cancel: CancelFlag | None = None,
+) -> EvaluationReport:
     """Evaluate a finished run on its validation split, or on another labelled folder.
 
     With `data_dir`, every usable image of a class the model knows is used (classes are matched by
     name); images of other classes are left out and the report says how many. The run's own report.json
     is rewritten only for its validation split.
 
+    Args:
+        on_progress: receives `Progress` objects: "scanning" (another folder), then "evaluating" counting
+            images.
+        cancel: checked between batches (and during the scan).
+
     Raises:
-        BitStudioError: the run has no trained model, or the folder shares no class with it.
+        RunNotFinishedError: the run has no trained model yet.
+        BitStudioError: the folder shares no class with the model, or is not a labelled folder.
+        OperationCancelled: `cancel` was set.
     """
     from bit_engine import data
     from bit_engine.devices import prepare_for_device, resolve_device
@@ -139,7 +152,12 @@ def evaluate_run(
         samples = [(str(split.path_of(s)), s.label, s.path) for s in split.val]
         extra["split"] = "validation"
     else:
-        report = data.scan(data_dir)
+
+        def relay_scan(p) -> None:
+            if on_progress is not None:
+                on_progress(Progress("scanning", p.files_done, p.files_total or 0, message=p.stage))
+
+        report = data.scan(data_dir, on_progress=relay_scan, cancel=cancel)
         index = {name: i for i, name in enumerate(classes)}
         samples, unknown = [], {}
         for s in (*report.train, *report.val):
@@ -161,13 +179,21 @@ def evaluate_run(
 
     def relay(done: int) -> None:
         if on_progress is not None:
-            on_progress(done, len(dataset))
+            on_progress(Progress("evaluating", done, len(dataset)))
 
+    relay(0)
     result = predict_dataset(model, dataset, dev, memory_format, on_batch=relay, cancel=cancel)
     if result is None:
-        raise BitStudioError("Evaluation cancelled.")
-    report_dict = build_report(*result, classes, [f for _, _, f in samples])
-    report_dict.update(run_id=run.run_id, model=meta["model"], strategy=meta.get("strategy"), **extra)
+        raise OperationCancelled("Evaluation cancelled.")
+    report = build_report(
+        *result,
+        classes,
+        [f for _, _, f in samples],
+        run_id=run.run_id,
+        model=meta["model"],
+        strategy=meta.get("strategy"),
+        **extra,
+    )
     if data_dir is None:
-        run.write_json("report.json", report_dict)
-    return report_dict
+        run.write_json("report.json", report.to_dict())
+    return report

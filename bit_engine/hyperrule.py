@@ -1,9 +1,13 @@
 """BiT-HyperRule: the fine-tuning settings BiT picks from the size of a task alone.
 
-Pure functions of (number of training images, median image size, model), following the paper and
-google-research/big_transfer `bit_hyperrule.py`; the facts are in `shared/BIT_RECIPE.md`. `plan()` gathers
-them into a `HyperRulePlan` with a reason in plain words for every choice, and records every user override
-with a warning when it leaves the paper's rule.
+Pure functions of (number of training images, median image size, model), following the BiT paper
+(Kolesnikov et al., "Big Transfer (BiT): General Visual Representation Learning", ECCV 2020) and
+google-research/big_transfer `bit_hyperrule.py`: the schedule (500 steps below 20k images, 10k below 500k,
+20k above, each with a linear warm-up and the learning rate divided by 10 three times), the resolution
+(resize to 160 and crop 128 for images whose area is below 96x96 pixels, else resize to 448 and crop 384),
+mixup (alpha 0.1 from 20k images) and SGD with momentum 0.9 at lr 0.003 for a batch of 512, scaled linearly.
+`plan()` gathers them into a `HyperRulePlan` with a reason in plain words for every choice, and records every
+user override with a warning when it leaves the paper's rule.
 """
 
 from __future__ import annotations

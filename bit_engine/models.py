@@ -1,7 +1,9 @@
 """Big Transfer (BiT) ResNet-v2 with Group Norm and Weight Standardization, and the table of known models.
 
-The architecture follows google-research/big_transfer (`bit_pytorch/models.py`) and the paper; the facts are
-in `shared/BIT_RECIPE.md`. Two details that cost accuracy when got wrong are called out where they live: the
+The architecture follows google-research/big_transfer (`bit_pytorch/models.py`) and the paper: a
+pre-activation ResNet-v2 whose convolutions standardize their weights (zero mean, unit variance per output
+channel) and whose normalization layers are Group Norm with 32 groups, so no statistic crosses images. Two
+details that cost accuracy when got wrong are called out where they live: the
 stem's zero pad before an *unpadded* max pool, and the projection shortcut taken from the pre-activated input.
 """
 
@@ -17,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bit_engine.errors import BitStudioError
+from bit_engine.config import DEFAULT_MODEL as DEFAULT_MODEL  # its home is config.py (no torch)
+from bit_engine.errors import BitStudioError, WeightsMismatchError
 
 #: Weight Standardization epsilon of the reference implementation. timm's port uses 1e-8.
 WS_EPS = 1e-10
@@ -273,15 +276,25 @@ KNOWN_MODELS: dict[str, ModelSpec] = {
     ]
 }
 
-DEFAULT_MODEL = "BiT-M-R50x1"
+
+__all__ = [
+    "DEFAULT_MODEL"
+]  # the default's home is config.py (no torch); named here for the model table's users
 
 
 class UnknownModelError(BitStudioError, ValueError):
-    """A model name that is not in the table; the message lists the known ones."""
+    """A model name that is not in the table; the message lists the known ones.
 
+    Attributes:
+        model: the name asked for.
+    """
 
-class WeightsMismatchError(BitStudioError, ValueError):
-    """An npz whose keys or shapes do not fit the architecture; the message names the first mismatch."""
+    def __init__(self, message: str, model: str | None = None):
+        super().__init__(message)
+        self.model = model
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.model))
 
 
 class NotAnNpzError(BitStudioError, ValueError):
@@ -293,7 +306,7 @@ def get_spec(name: str) -> ModelSpec:
     for key, spec in KNOWN_MODELS.items():
         if key.lower() == name.lower():
             return spec
-    raise UnknownModelError(f"Unknown model {name!r}. Known models: {', '.join(KNOWN_MODELS)}.")
+    raise UnknownModelError(f"Unknown model {name!r}. Known models: {', '.join(KNOWN_MODELS)}.", name)
 
 
 def create_model(name: str, num_classes: int, zero_head: bool = True, ws_eps: float = WS_EPS) -> nn.Module:

@@ -7,9 +7,13 @@ evaluation, estimate, export, folder prediction):
     cancel: anything with `is_set()` (a `threading.Event` fits), checked between units of work.
 
 A cancelled operation ends one way everywhere: it raises `OperationCancelled` (a `BitStudioError`, so a
-front end that shows errors shows a sensible sentence even when it forgets the case). Training is the one
-operation that keeps something when cancelled: its run folder stays resumable, and the exception says where
-(`OperationCancelled.run_dir`).
+front end that shows errors shows a sensible sentence even when it forgets the case). No operation returns
+a "cancelled" result: a value returned means the work is complete. Training is the one operation that keeps
+something when cancelled: once training has started (the first step), a cancel in any phase (training,
+evaluation, the final evaluation) leaves the run resumable with status.json `cancelled`, and the exception
+says where (`OperationCancelled.run_dir`) and at which step. A cancel before that (scan, download, caching,
+features) leaves no run, as there is nothing to resume (`run_dir` is None). This holds for `train.fit`, `train.resume`, `launcher.TrainingProcess`
+(the exception is re-raised in the caller's process, whatever process trained) and every other long call.
 """
 
 from __future__ import annotations
@@ -33,11 +37,27 @@ class OperationCancelled(BitStudioError):
 
     Attributes:
         run_dir: the resumable run folder, when the operation was training that had made one.
+        step: the optimizer step a resume continues from (training only).
+        total_steps: the run's length in steps (training only; 0 otherwise).
     """
 
-    def __init__(self, message: str = "Cancelled.", run_dir: str | Path | None = None):
+    def __init__(
+        self,
+        message: str = "Cancelled.",
+        run_dir: str | Path | None = None,
+        step: int = 0,
+        total_steps: int = 0,
+    ):
         super().__init__(message)
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.step = step
+        self.total_steps = total_steps
+        if self.run_dir is not None:
+            self.remedy = "resume"
+
+    def __reduce__(self):
+        # Crosses process boundaries (a training child reports its cancel to the launcher): keep the fields.
+        return (type(self), (str(self), self.run_dir, self.step, self.total_steps))
 
 
 @dataclass(frozen=True)

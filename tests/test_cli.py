@@ -24,6 +24,7 @@ from corpus import EMPTY_CLASS, UNICODE_CLASS, make_bad_corpus
 
 from bit_engine.cli import main
 from bit_engine.config import TrainConfig
+from bit_engine.progress import OperationCancelled
 from bit_engine.runs import RunDir
 
 FAST = ["--batch", "16", "--resolution", "32", "--device", "cpu"]
@@ -197,8 +198,10 @@ def test_resume_finishes_a_cancelled_run(color_folder, tiny_bit, tmp_path, capsy
         workers=0,
         evaluations=2,
     )
-    cancelled = fit(config, on_progress=stop_after_step_2, cancel=cancel, out=tmp_path / "run")
-    assert cancelled.status == "cancelled" and cancelled.step == 2
+    with pytest.raises(OperationCancelled) as info:
+        fit(config, on_progress=stop_after_step_2, cancel=cancel, out=tmp_path / "run")
+    cancelled = info.value
+    assert cancelled.step == 2
 
     code, _, err = run_cli(capsys, "evaluate", cancelled.run_dir)
     assert code == 2
@@ -258,9 +261,9 @@ def test_out_of_range_overrides_from_other_callers_are_config_errors():
     from bit_engine.config import ConfigError
     from bit_engine.errors import BitStudioError
 
-    with pytest.raises(ConfigError, match="(?i)steps must be a whole number") as info:
+    with pytest.raises(ConfigError, match="Steps must be a whole number of at least 1") as info:
         TrainConfig(data_dir="x", steps=0)
-    assert isinstance(info.value, BitStudioError)
+    assert isinstance(info.value, BitStudioError) and set(info.value.problems) == {"steps"}
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -23,9 +23,12 @@ import torch
 
 from bit_engine import devices, distributed, models, train, weights
 from bit_engine.config import TrainConfig
-from bit_engine.distributed import DataParallelRun, DistributedError, TrainJob, launch, parse_devices
+from bit_engine.devices import parse_devices
+from bit_engine.distributed import DistributedError, TrainJob
+from bit_engine.launcher import TrainingProcess, launch
+from bit_engine.progress import OperationCancelled, Progress
 from bit_engine.runs import RunDir
-from bit_engine.train import Progress, fit, resume
+from bit_engine.train import fit, resume
 
 #: At least 10 optimizer steps; micro-batches of 4 divide each rank's share of 8 (see the mixup test).
 FAST = {
@@ -165,16 +168,18 @@ def test_cancel_stops_every_rank_at_one_step_and_the_run_resumes(color_folder, t
         if p.phase == "training" and p.step == 3:
             cancel.set()
 
-    part = launch(
-        _config(color_folder, tiny_bit),
-        "cpu:2",
-        stop_at_step_3,
-        cancel,
-        out=tmp_path / "run",
-        setup=setup,
-    )
+    with pytest.raises(OperationCancelled) as info:
+        launch(
+            _config(color_folder, tiny_bit),
+            "cpu:2",
+            stop_at_step_3,
+            cancel,
+            out=tmp_path / "run",
+            setup=setup,
+        )
+    part = info.value
     # The ranks agree once per step, so the stop lands on the next step boundary or the one after.
-    assert part.status == "cancelled" and 3 <= part.step <= 5
+    assert part.run_dir == tmp_path / "run" and 3 <= part.step <= 5
     run = RunDir(part.run_dir)
     assert run.load_checkpoint()["step"] == part.step
     assert run.read_json("status.json")["state"] == "cancelled"
@@ -188,7 +193,7 @@ def test_cancel_stops_every_rank_at_one_step_and_the_run_resumes(color_folder, t
 
 def test_a_killed_rank_stops_the_others_with_a_clear_error(color_folder, tiny_bit, setup, tmp_path):
     job = TrainJob(config=_config(color_folder, tiny_bit, steps=40), out=str(tmp_path / "run"))
-    ranks = DataParallelRun(job, ["cpu", "cpu"], setup=setup)
+    ranks = TrainingProcess(job, ["cpu", "cpu"], setup=setup)
     killed_at: list[float] = []
 
     def kill_rank_1(p):
@@ -200,7 +205,8 @@ def test_a_killed_rank_stops_the_others_with_a_clear_error(color_folder, tiny_bi
         ranks.run(kill_rank_1)
     assert time.monotonic() - killed_at[0] < 30  # the watcher noticed; nothing waited for a timeout
     assert all(p.exitcode is not None for p in ranks.processes)  # no rank left behind
-    assert "bit-studio resume" in str(info.value)
+    assert "can be resumed" in str(info.value) and info.value.run_dir == tmp_path / "run"
+    assert info.value.remedy == "resume"
     assert RunDir(tmp_path / "run").read_json("status.json")["state"] == "failed"
 
 
@@ -208,7 +214,7 @@ def test_a_hung_rank_is_ended_by_the_collective_timeout(color_folder, tiny_bit, 
     # Rank 1 stays alive but silent from step 2: no exit code to see, only rank 0's collective that times out.
     stall = functools.partial(_register_and_stall, models.get_spec(tiny_bit), rank=1, step=2)
     job = TrainJob(config=_config(color_folder, tiny_bit), out=str(tmp_path / "run"))
-    ranks = DataParallelRun(job, ["cpu", "cpu"], setup=stall, timeout_s=6)
+    ranks = TrainingProcess(job, ["cpu", "cpu"], setup=stall, timeout_s=6)
     t0 = time.monotonic()
     with pytest.raises(DistributedError, match=r"process 0 of 2 \(cpu\) failed: .*did not answer within 6 s"):
         ranks.run()

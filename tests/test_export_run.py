@@ -48,7 +48,7 @@ def test_exported_model_predicts_what_the_app_evaluated(trained_run):
     assert saved["export"]["n_images"] == n_val
 
     report = evaluate_run(trained_run.run_dir)
-    wrong = {m["file"]: m["predicted"] for m in report["misclassified"]}
+    wrong = {m.file: m.predicted for m in report.misclassified}
     split = json.loads((trained_run.run_dir / "split.json").read_text())
     predictor = Predictor(e.path)
     assert predictor.labels == ["blue", "green", "red"] and predictor.input_size == (32, 32)

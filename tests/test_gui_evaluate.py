@@ -316,3 +316,29 @@ def test_zoom_keys_and_fit(qtbot, page, run):
     assert matrix.cell_size == fitted
     qtbot.mouseClick(page.findChild(type(page.fit_button), "matrixZoomOutButton"), Qt.MouseButton.LeftButton)
     assert matrix.cell_size < fitted
+
+
+def test_class_names_are_shown_as_text_never_as_markup(qtbot):
+    from app.widgets.mistake_gallery import GalleryItem, PhotoDetail
+
+    detail = PhotoDetail()
+    qtbot.addWidget(detail)
+    detail.show_item(GalleryItem("/photos/<img src=x>.jpg", "<b>bees</b>", "ants", 0.9))
+    assert "&lt;b&gt;bees&lt;/b&gt;" in detail.title.text() and "<b>bees</b>" not in detail.title.text()
+    detail.set_top_k([("<i>ants</i>", 0.9), ("<b>bees</b>", 0.1)])
+    captions = [label.text() for label in detail.bars.findChildren(type(detail.title))]
+    assert "<i>ants</i>" in captions and all(
+        label.textFormat() == Qt.TextFormat.PlainText
+        for label in detail.bars.findChildren(type(detail.title))
+    )
+
+
+def test_cancelling_another_folder_keeps_what_was_shown(qtbot, page, run, tmp_path):
+    folder = make_confusing_folder(tmp_path / "test set")
+    _load(qtbot, page, run)
+    page.evaluate_folder(str(folder))
+    assert page.cancel_button.isVisible()
+    qtbot.mouseClick(page.cancel_button, Qt.MouseButton.LeftButton)  # before the engine's first check
+    qtbot.waitUntil(lambda: not page.progress.isVisible(), timeout=60_000)
+    assert page.message.text() == "Evaluation cancelled."
+    assert page.evaluation.is_validation and page.folder_button.isEnabled()

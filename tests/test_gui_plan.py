@@ -90,8 +90,11 @@ def test_the_plan_shows_the_rule_for_this_folder_and_marks_an_edit_as_an_overrid
     assert model.setData(steps, 100)
     rows = _rows(window)
     assert rows["Schedule length"][0].startswith("100 steps")
-    assert "Your choice (the rule: 500)" in rows["Schedule length"][1]
-    assert "shorter runs usually end less accurate" in rows["Schedule length"][1]
+    assert rows["Schedule length"][1].startswith("Your choice.")
+    assert (
+        "100 steps instead of the rule's 500: shorter runs usually end less accurate"
+        in rows["Schedule length"][1]
+    )
     assert model.index(model.row_of("steps"), 1).data(Qt.ItemDataRole.FontRole).bold()
     assert model.index(model.row_of("batch"), 1).data(Qt.ItemDataRole.FontRole) is None
     # The schedule keeps its shape: warm-up and drops follow the new length.
@@ -117,7 +120,7 @@ def test_a_refused_value_says_why_and_changes_nothing(plan_window):
     model = window.pages["plan"].rule_model
     assert not model.setData(model.index(model.row_of("batch"), 1), 0)
     error = window.findChild(QLabel, "planErrorLabel")
-    assert error.isVisible() and "Batch must be at least 1" in error.text()
+    assert error.isVisible() and "atch" in error.text() and "at least 1" in error.text()
     assert window.state.config.batch is None
     assert _rows(window)["Global batch"][0] == "512 photos per step"
 
@@ -268,3 +271,17 @@ def test_closing_the_window_stops_a_running_estimate_at_once(plan_window, qtbot)
     worker = page._estimator
     assert worker is None or worker.wait(0)  # its thread has ended
     qtbot.waitUntil(lambda: worker is None or not worker.is_running(), timeout=5_000)
+
+
+def test_another_folder_makes_a_new_plan(plan_window, qtbot, tmp_path):
+    from tests.conftest import make_color_folder
+
+    window = plan_window
+    other = make_color_folder(tmp_path / "other", classes=("red", "green", "blue", "yellow"), per_class=25)
+    window.open_folder(str(other))
+    qtbot.waitUntil(
+        lambda: window.state.config is not None and window.state.config.data_dir == str(other), timeout=60_000
+    )
+    summary = window.findChild(QLabel, "planSummaryLabel").text()
+    assert "80 photos to train on, 20 to check" in summary
+    assert "80 images" in _rows(window)["Schedule length"][1]

@@ -155,3 +155,33 @@ def test_settings_survive_damage_and_keep_recent_folders_unique(tmp_path):
     settings.settings_file().write_text('{"last_model": 3, "default_device": "cpu"}', encoding="utf-8")
     loaded = settings.load()
     assert loaded.last_model == "" and loaded.default_device == "cpu"
+
+
+def test_the_fixed_object_names_exist_with_accessible_names(window):
+    from PySide6.QtWidgets import QWidget
+
+    fixed = [
+        "stepList",
+        "dataFolderButton",
+        "sampleDataButton",
+        "classTable",
+        "skippedList",
+        "modelPicker",
+        "strategyPicker",
+        "devicePicker",
+        "hyperRuleTable",
+        "resetHyperRuleButton",
+        "estimateLabel",
+    ]
+    for name in fixed:
+        widget = window.findChild(QWidget, name)
+        assert widget is not None, name
+        assert widget.accessibleName(), name
+    # Every control of the Data and Plan pages that has a name also has an accessible name.
+    from PySide6.QtWidgets import QAbstractButton, QAbstractItemView, QComboBox, QProgressBar
+
+    for page in (window.pages["data"], window.pages["plan"]):
+        for kind in (QAbstractButton, QComboBox, QAbstractItemView, QProgressBar):
+            for widget in page.findChildren(kind):
+                if widget.objectName() and not widget.objectName().startswith("qt_"):
+                    assert widget.accessibleName(), widget.objectName()

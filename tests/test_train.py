@@ -8,10 +8,13 @@ import threading
 import pytest
 import torch
 
-from bit_engine import train
+from bit_engine import train, trainers
 from bit_engine.config import TrainConfig
+from bit_engine.estimate import estimate
+from bit_engine.progress import OperationCancelled
 from bit_engine.runs import RunDir
-from bit_engine.train import SampleStream, estimate, fit, resume
+from bit_engine.sampling import SampleStream
+from bit_engine.train import fit, resume
 
 # float32: several tests compare weights to 1e-6; bf16 autocast gets its own test.
 FAST = {"steps": 12, "batch": 16, "resolution": 32, "workers": 0, "evaluations": 3, "precision": "fp32"}
@@ -76,8 +79,10 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(color_folder,
         if p.phase == "training" and p.step == 3:
             cancel.set()
 
-    part = fit(config, on_progress=stop_at_step_3, cancel=cancel, out=tmp_path / "part")
-    assert part.status == "cancelled" and part.step == 3
+    with pytest.raises(OperationCancelled) as info:
+        fit(config, on_progress=stop_at_step_3, cancel=cancel, out=tmp_path / "part")
+    part = info.value
+    assert part.run_dir == tmp_path / "part" and (part.step, part.total_steps) == (3, 8)
     assert RunDir(part.run_dir).read_json("status.json")["state"] == "cancelled"
     assert not RunDir(part.run_dir).exists("model.pt")
     resumed = resume(part.run_dir)
@@ -91,7 +96,7 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(color_folder,
 def test_cancel_is_honoured_within_a_micro_batch(color_folder, tiny_bit, tmp_path):
     cancel = threading.Event()
     calls = {"n": 0}
-    trainer_step = train._FullTrainer._accumulate
+    trainer_step = trainers.FullTrainer._accumulate
 
     def counting(self, prepared, lam, global_batch, flag):
         calls["n"] += 1
@@ -100,9 +105,11 @@ def test_cancel_is_honoured_within_a_micro_batch(color_folder, tiny_bit, tmp_pat
         return trainer_step(self, prepared, lam, global_batch, flag)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train._FullTrainer, "_accumulate", counting)
-        result = fit(_config(color_folder, tiny_bit, micro_batch=4), cancel=cancel, out=tmp_path / "run")
-    assert result.status == "cancelled" and result.step == 1  # step 2 was dropped mid-way, not finished
+        mp.setattr(trainers.FullTrainer, "_accumulate", counting)
+        with pytest.raises(OperationCancelled) as info:
+            fit(_config(color_folder, tiny_bit, micro_batch=4), cancel=cancel, out=tmp_path / "run")
+    result = info.value
+    assert result.step == 1  # step 2 was dropped mid-way, not finished
     ckpt = RunDir(result.run_dir).load_checkpoint()
     assert ckpt["step"] == 1
 
@@ -208,7 +215,7 @@ def test_bf16_training_learns_and_reports_in_float32(color_folder, tiny_bit, tmp
     from bit_engine.evaluate import evaluate_run
 
     again = evaluate_run(result.run_dir)
-    assert again["loss"] == pytest.approx(result.report["loss"], abs=1e-6)
+    assert again.loss == pytest.approx(result.report.loss, abs=1e-6)
 
 
 def test_resuming_a_finished_run_changes_nothing(color_folder, tiny_bit, tmp_path):
@@ -217,3 +224,166 @@ def test_resuming_a_finished_run_changes_nothing(color_folder, tiny_bit, tmp_pat
     again = resume(done.run_dir)
     assert (again.status, again.step, again.val_top1) == ("done", 4, done.val_top1)
     assert (done.run_dir / "model.pt").stat().st_mtime_ns == before
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Cancel in every phase of `fit` ends one way: OperationCancelled, with a resumable run once it has a folder
+
+
+def _cancel_on(phase: str, cancel: threading.Event):
+    def on_progress(p) -> None:
+        if p.phase == phase:
+            cancel.set()
+
+    return on_progress
+
+
+@pytest.mark.parametrize("phase", ["scanning", "downloading", "features", "training", "evaluating"])
+def test_a_cancel_in_each_phase_ends_one_way(color_folder, tiny_bit, tmp_path, monkeypatch, phase):
+    from bit_engine import weights
+    from bit_engine.progress import Progress
+    from bit_engine.runs import read_status
+
+    if phase == "downloading":
+        real = weights.load_pretrained
+
+        def downloading(model, name, download_if_missing=False, on_progress=None, cancel=None):
+            # The weights are "missing": one progress report from the download, then its cancel check.
+            on_progress(weights.DownloadProgress(done=1, total=100, speed=0.0, eta=None))
+            if cancel.is_set():
+                raise weights.DownloadCancelledError(f"Download of {name} cancelled.")
+            return real(model, name, download_if_missing, on_progress, cancel)
+
+        monkeypatch.setattr(weights, "load_pretrained", downloading)
+    cancel = threading.Event()
+    seen: list[Progress] = []
+
+    def on_progress(p: Progress) -> None:
+        seen.append(p)
+        _cancel_on(phase, cancel)(p)
+
+    config = _config(color_folder, tiny_bit, strategy="head", steps=6, evaluations=2)
+    out = tmp_path / "run"
+    with pytest.raises(OperationCancelled) as info:
+        fit(config, on_progress=on_progress, cancel=cancel, out=out)
+    assert phase in {p.phase for p in seen}
+    if phase == "scanning":
+        # Nothing was decided yet: no run folder.
+        assert info.value.run_dir is None and not out.exists()
+        return
+    if phase in ("downloading", "features"):
+        # Training had not started: nothing to resume, nothing kept, and the same folder can be used again.
+        assert info.value.run_dir is None and list(out.iterdir()) == []
+        if phase == "downloading":
+            monkeypatch.setattr(weights, "load_pretrained", real)
+        assert fit(config, out=out).status == "done"
+        return
+    assert info.value.run_dir == out
+    status = read_status(out)
+    assert status.state == "cancelled" and status.step == info.value.step and status.resumable
+    assert info.value.step == {"training": 1, "evaluating": 3}[phase]
+    resumed = resume(out)
+    assert resumed.status == "done" and resumed.step == 6 and read_status(out).state == "done"
+
+
+def test_a_failure_after_a_checkpoint_says_failed_and_resume_finishes(
+    color_folder, tiny_bit, tmp_path, monkeypatch
+):
+    from bit_engine.runs import read_status
+
+    real = train.loss_and_top1
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a native library crashed")
+
+    monkeypatch.setattr(train, "loss_and_top1", broken)  # the first evaluation, after step 3's checkpoint
+    with pytest.raises(RuntimeError):
+        # A checkpoint after every step (any time is past a millionth of a minute).
+        config = _config(
+            color_folder, tiny_bit, strategy="head", steps=6, evaluations=2, checkpoint_minutes=1e-6
+        )
+        fit(config, out=tmp_path / "run")
+    status = read_status(tmp_path / "run")
+    assert status.state == "failed" and "RuntimeError: a native library crashed" in status.error
+    assert status.resumable
+    monkeypatch.setattr(train, "loss_and_top1", real)
+    assert resume(tmp_path / "run").status == "done" and read_status(tmp_path / "run").state == "done"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Defects
+
+
+@pytest.mark.parametrize("layout", ["one_photo_per_class", "empty_val_folders"])
+def test_a_run_without_validation_images_ends_done(tmp_path, tiny_bit, layout):
+    from conftest import make_color_folder
+
+    from bit_engine.runs import read_report, read_status
+
+    if layout == "one_photo_per_class":
+        folder = make_color_folder(tmp_path / "photos", per_class=1)
+    else:
+        folder = tmp_path / "photos"
+        make_color_folder(folder / "train", per_class=3)
+        for name in ("red", "green", "blue"):
+            (folder / "val" / name).mkdir(parents=True)
+    seen = []
+    for strategy in ("head", "full"):
+        out = tmp_path / f"run-{strategy}"
+        result = fit(_config(folder, tiny_bit, strategy=strategy, steps=3), on_progress=seen.append, out=out)
+        assert result.status == "done" and result.val_top1 is None
+        assert result.report.num_images == 0 and result.report.accuracy is None
+        status = read_status(out)
+        assert status.state == "done" and "No validation images" in status.message
+        assert read_report(out).describe_accuracy().startswith("No validation images")
+        assert "No validation images" in seen[-1].message
+
+
+def test_evaluation_reports_images_and_honours_cancel(color_folder, tiny_bit, tmp_path):
+    from bit_engine.evaluate import evaluate_run
+
+    done = fit(_config(color_folder, tiny_bit, strategy="head", steps=2), out=tmp_path / "run")
+    seen = []
+    report = evaluate_run(done.run_dir, on_progress=seen.append)
+    assert [(p.phase, p.done, p.total) for p in seen][-1] == ("evaluating", 6, 6)
+    assert report.num_images == 6
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(OperationCancelled, match="Evaluation cancelled"):
+        evaluate_run(done.run_dir, cancel=cancel)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One preparation step, accepted by estimate and fit
+
+
+def test_prepared_once_then_estimated_and_trained_without_a_second_scan(
+    color_folder, tiny_bit, tmp_path, monkeypatch
+):
+    from bit_engine import data
+    from bit_engine.preparation import prepare
+
+    config = _config(color_folder, tiny_bit, strategy="head", steps=4)
+    seen = []
+    prepared = prepare(config, on_progress=seen.append)
+    assert seen and {p.phase for p in seen} == {"scanning"}
+    assert (prepared.num_train, prepared.num_val, prepared.plan.total_steps) == (24, 6, 4)
+
+    def no_scan(*args, **kwargs):
+        raise AssertionError("the folder was scanned again")
+
+    monkeypatch.setattr(data, "scan", no_scan)
+    ticks = []
+    timed = estimate(prepared, on_progress=ticks.append)
+    assert timed.strategy == "head" and timed.seconds > 0
+    assert [(p.phase, p.done, p.total) for p in ticks][-1] == ("estimating", 3, 3)
+    full = prepared.with_config(config.replace(strategy="full", steps=6))
+    assert full.plan.total_steps == 6 and full.split is prepared.split
+    result = fit(prepared, out=tmp_path / "run")
+    assert result.status == "done" and result.step == 4
+    assert json.loads((tmp_path / "run" / "split.json").read_text()) == prepared.split.to_dict()
+
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(OperationCancelled):
+        estimate(prepared, cancel=cancel)

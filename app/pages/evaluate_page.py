@@ -93,11 +93,6 @@ class Evaluation:
         return [GalleryItem(str(Path(self.root, f)), t, t) for f in self.files.get(t, []) if f not in wrong]
 
 
-def _as_dict(report) -> dict:
-    """The report as the JSON-shaped dict the page reads (the engine may hand back a typed report)."""
-    return report.to_dict() if hasattr(report, "to_dict") else dict(report)
-
-
 def _files_by_class(samples, classes: Sequence[str], known: Sequence[str] | None = None) -> dict[str, list]:
     out: dict[str, list[str]] = {}
     for s in samples:
@@ -111,21 +106,11 @@ def _read_validation(run_dir: str):
     """The run's validation report and split, for the page (runs in a Worker)."""
 
     def call(on_progress, cancel):
-        import json
-
         from bit_engine.data import Split
-        from bit_engine.errors import BitStudioError
+        from bit_engine.runs import RunDir, read_report
 
-        run = Path(run_dir)
-        try:
-            report = json.loads((run / "report.json").read_text(encoding="utf-8"))
-            split = Split.from_dict(json.loads((run / "split.json").read_text(encoding="utf-8")))
-        except FileNotFoundError as exc:
-            raise BitStudioError(
-                f"{run_dir} has no evaluation report yet ({Path(exc.filename).name} is missing)."
-            ) from exc
-        except ValueError as exc:
-            raise BitStudioError(f"The report of {run_dir} is damaged ({exc}).") from exc
+        report = read_report(run_dir).to_dict()
+        split = Split.from_dict(RunDir(run_dir).read_json("split.json"))
         files = _files_by_class(split.val, split.classes)
         return Evaluation(run_dir, "validation", report, split.root, files)
 
@@ -138,15 +123,10 @@ def _evaluate(run_dir: str, folder: str | None):
     def call(on_progress, cancel):
         from bit_engine import data
         from bit_engine.evaluate import evaluate_run
-        from bit_engine.progress import OperationCancelled, Progress
 
-        def relay(*report) -> None:
-            # The engine reports `Progress`; older engines called back with (done, total).
-            on_progress(report[0] if len(report) == 1 else Progress("evaluating", *report))
-
-        report = _as_dict(evaluate_run(run_dir, folder, on_progress=relay, cancel=cancel))
-        if cancel.is_set():
-            raise OperationCancelled("Evaluation cancelled.")
+        # Progress ("scanning", then "evaluating") and cancel go straight to the engine, which ends a
+        # cancelled evaluation with OperationCancelled.
+        report = evaluate_run(run_dir, folder, on_progress=on_progress, cancel=cancel).to_dict()
         if folder is None:
             return _read_validation(run_dir)(on_progress, cancel)
         # The report keeps mistakes only; the folder's listing names the correct answers too.
@@ -307,6 +287,7 @@ class EvaluatePage(QWidget):
         self.summary_label.setObjectName("evaluationSummary")
         self.summary_label.setAccessibleName("What was evaluated")
         self.summary_label.setWordWrap(True)
+        self.summary_label.setTextFormat(Qt.TextFormat.PlainText)  # folder and class names are data
         self.folder_button = QPushButton("Evaluate on another folder…", self)
         self.folder_button.setObjectName("evaluateFolderButton")
         self.folder_button.setAccessibleName("Evaluate on another labelled folder")
@@ -333,6 +314,7 @@ class EvaluatePage(QWidget):
         self.message.setObjectName("evaluateMessage")
         self.message.setAccessibleName("Evaluation message")
         self.message.setWordWrap(True)
+        self.message.setTextFormat(Qt.TextFormat.PlainText)
         self.message.hide()
 
         numbers = QVBoxLayout()
@@ -420,6 +402,7 @@ class EvaluatePage(QWidget):
         self.cell_label.setObjectName("cellLabel")
         self.cell_label.setAccessibleName("Images shown")
         self.cell_label.setWordWrap(True)
+        self.cell_label.setTextFormat(Qt.TextFormat.PlainText)
         self.gallery = MistakeGallery(self.thumbnails, self)
         self.gallery.setObjectName("mistakeGallery")
         self.gallery.setAccessibleName("Images of the chosen cell")
@@ -682,10 +665,15 @@ class EvaluatePage(QWidget):
             self.cancel_button.setEnabled(False)
 
     def _on_evaluation_progress(self, progress) -> None:
-        total = getattr(progress, "total", 0)
-        if total:
-            self.progress.setRange(0, total)
+        if progress.phase == "scanning":
+            self.progress.setFormat("Reading the folder: %v of %m files")
+        else:
+            self.progress.setFormat("Evaluating: %v of %m images")
+        if progress.total:
+            self.progress.setRange(0, progress.total)
             self.progress.setValue(progress.done)
+        else:
+            self.progress.setRange(0, 0)
 
     def _on_evaluation_succeeded(self, evaluation: Evaluation) -> None:
         if self.sender() is not self._evaluation_worker:

@@ -8,6 +8,7 @@ change and speed. A failed verification says so and leaves any earlier file wher
 
 from __future__ import annotations
 
+import html
 import os
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def describe_export(record) -> str:
 
 
 def _escape(text: str) -> str:
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return html.escape(str(text), quote=False)
 
 
 class ExportPanel(QGroupBox):
@@ -94,6 +95,7 @@ class ExportPanel(QGroupBox):
         self.state = state
         self.run_dir: str | None = None
         self.result = None  # the last RunExport
+        self._target = ""  # where the running export writes
         self._worker: Worker | None = None
 
         self.intro = QLabel(

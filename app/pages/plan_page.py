@@ -214,7 +214,8 @@ class PlanPage(QWidget):
         grid.setColumnStretch(0, 1)
         grid.setColumnStretch(1, 1)
         outer.addLayout(grid)
-        outer.addWidget(self._build_rule_box(), 1)
+        outer.addWidget(self._build_rule_box())
+        outer.addStretch(1)
 
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -343,7 +344,7 @@ class PlanPage(QWidget):
         hh.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         hh.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         self.rule_table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        layout.addWidget(self.rule_table, 1)
+        layout.addWidget(self.rule_table)
         self.rule_error = _named(QLabel(), "planErrorLabel", "Why a value was refused")
         self.rule_error.setWordWrap(True)
         self.rule_error.setStyleSheet("QLabel#planErrorLabel { color: #a0281e; }")
@@ -355,8 +356,12 @@ class PlanPage(QWidget):
 
     def _on_dataset_changed(self, report) -> None:
         self._report = report if report is not None and report.ok else None
-        self._estimates.clear()
+        self._engine = None  # its split sizes belong to the previous scan
+        self._estimates = {}
         self._estimate_key = None
+        self._estimate_timer.stop()
+        if self._estimator is not None:
+            self._estimator.cancel()  # timing the previous folder's plan
         if self._report is None:
             self.setEnabled(False)
             self.continue_button.setEnabled(False)
@@ -506,14 +511,16 @@ class PlanPage(QWidget):
 
     def _apply_override(self, field: str, value) -> str | None:
         """An edited table value: keep it unless the engine refuses it; equal to the rule means no override."""
-        from bit_engine.train import TrainingError, make_plan
+        from bit_engine.errors import BitStudioError
+        from bit_engine.train import make_plan
 
         overrides = dict(self._overrides)
         overrides[field] = value
         base = self.config()
         try:
+            # The config's own checks, then the rule's: either may refuse a value, each says why.
             make_plan(base.replace(**overrides), self._engine.num_train, self._report.median_size)
-        except TrainingError as exc:
+        except (BitStudioError, ValueError) as exc:
             return str(exc)
         rule = make_plan(
             base.replace(
@@ -565,7 +572,7 @@ class PlanPage(QWidget):
         height = table.horizontalHeader().height() + sum(
             table.rowHeight(r) for r in range(self.rule_model.rowCount())
         )
-        table.setMinimumHeight(height + 2 * table.frameWidth() + 2)
+        table.setFixedHeight(height + 2 * table.frameWidth() + 2)
         self.reset_button.setEnabled(bool(self._plan.overrides))
         n_classes = len(self._report.classes)
         w, h = self._report.median_size
@@ -686,6 +693,8 @@ class PlanPage(QWidget):
         from bit_engine import weights
 
         engine = self._engine
+        if engine is None:  # a new folder is being loaded; it reads the store itself
+            return
         self._engine = _Engine(
             weights.list_models(),
             engine.specs,

@@ -13,6 +13,7 @@ Driving the page from a script: `open_model(path)` (then wait for `modelOpened`)
 from __future__ import annotations
 
 import csv
+import html
 import io
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -287,6 +288,7 @@ class PredictPage(QWidget):
         self.message.setObjectName("predictMessage")
         self.message.setAccessibleName("Prediction message")
         self.message.setWordWrap(True)
+        self.message.setTextFormat(Qt.TextFormat.PlainText)
         self.message.hide()
         self.progress = QProgressBar(self)
         self.progress.setObjectName("predictProgress")
@@ -347,7 +349,7 @@ class PredictPage(QWidget):
         worker.succeeded.connect(self._on_model_opened)
         worker.failed.connect(self._on_model_failed)
         worker.done.connect(self._on_open_done)
-        self.model_label.setText(f"Opening {Path(path).name}…")
+        self.model_label.setText(f"Opening {html.escape(Path(path).name)}…")
         self.open_button.setEnabled(False)
         worker.start()
 
@@ -413,11 +415,13 @@ class PredictPage(QWidget):
                 "<b>No model open.</b> Export one in the Evaluate step, or open an .onnx file exported by BiT Studio."
             )
             return
-        names = ", ".join(p.labels[:8]) + (f" and {len(p.labels) - 8} more" if len(p.labels) > 8 else "")
-        backbone = p.metadata.get("bit_studio.backbone", "")
+        # Names come from the file: escaped, so a class called "<b>" is shown, not obeyed.
+        names = ", ".join(html.escape(label) for label in p.labels[:8])
+        names += f" and {len(p.labels) - 8} more" if len(p.labels) > 8 else ""
+        backbone = html.escape(p.metadata.get("bit_studio.backbone", ""))
         what = f"{backbone}, " if backbone else ""
         self.model_label.setText(
-            f"<b>Model:</b> {Path(self.model_path).name} ({what}{len(p.labels)} classes: {names}; "
+            f"<b>Model:</b> {html.escape(Path(self.model_path).name)} ({what}{len(p.labels)} classes: {names}; "
             f"{p.input_size[0]}×{p.input_size[1]} px input)"
         )
         self.model_label.setToolTip(str(self.model_path))

@@ -188,16 +188,11 @@ class HyperRuleModel(QAbstractTableModel):
             if col == self.VALUE:
                 return _value_text(row.key, plan)
             if override is not None:
+                if override.warning:  # the engine's warning names the rule's value itself
+                    return f"Your choice. {override.warning}"
                 rule = override.rule_value
-                rule_text = (
-                    ("on" if rule else "off")
-                    if isinstance(rule, bool)
-                    else f"{rule:,}"
-                    if isinstance(rule, int)
-                    else f"{rule:g}"
-                )
-                note = f"Your choice (the rule: {rule_text})."
-                return f"{note} {override.warning}" if override.warning else f"{note} {_why(row.key, plan)}"
+                rule_text = ("on" if rule else "off") if isinstance(rule, bool) else f"{rule:g}"
+                return f"Your choice (the rule: {rule_text}). {_why(row.key, plan)}"
             return _why(row.key, plan)
         if role == Qt.ItemDataRole.EditRole and col == self.VALUE:
             return _edit_value(row.key, plan)

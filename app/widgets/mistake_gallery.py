@@ -8,6 +8,7 @@ decoded shows why in its tooltip.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,6 +249,7 @@ class TopKBars(QWidget):
         for label, probability in predictions:
             mark = "  ✓ true class" if highlight is not None and label == highlight else ""
             caption = QLabel(f"{label}{mark}", self)
+            caption.setTextFormat(Qt.TextFormat.PlainText)  # class names are data, never markup
             bar = QProgressBar(self)
             bar.setRange(0, 1000)
             bar.setValue(round(probability * 1000))
@@ -283,6 +285,7 @@ class PhotoDetail(QFrame):
         self.message = QLabel(self)
         self.message.setObjectName("detailMessage")
         self.message.setWordWrap(True)
+        self.message.setTextFormat(Qt.TextFormat.PlainText)
         self.bars = TopKBars(self)
         self.bars.setObjectName("detailTopK")
         layout.addWidget(self.image_label, 1)
@@ -309,7 +312,8 @@ class PhotoDetail(QFrame):
         self._pixmap = None
         self.image_label.clear()
         self.image_label.setText("Loading the photo…")
-        self.title.setText(f"<b>{Path(item.path).name}</b><br>true class: {item.true}")
+        name, true = html.escape(Path(item.path).name), html.escape(item.true)
+        self.title.setText(f"<b>{name}</b><br>true class: {true}")
         self.message.setText("Asking the model for its top 3…")
         self.bars.set_predictions([])
 

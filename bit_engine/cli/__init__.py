@@ -11,6 +11,7 @@ import sys
 
 from bit_engine import __version__
 from bit_engine.errors import BitStudioError
+from bit_engine.progress import OperationCancelled
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def with_command(exc: BitStudioError) -> str:
+    """The error's message, with the command that fixes it when the engine says what fixes it."""
+    run_dir = getattr(exc, "run_dir", None)
+    if exc.remedy == "resume" and run_dir is not None:
+        return f"{str(exc).rstrip('.')}: bit-studio resume {run_dir}"
+    return str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -35,8 +44,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.run(args) or 0)
+    except OperationCancelled as exc:
+        if exc.run_dir is not None:
+            print(
+                f"{exc}\nThe run is saved; continue it with:\n  bit-studio resume {exc.run_dir}",
+                file=sys.stderr,
+            )
+        else:
+            print(f"{exc}", file=sys.stderr)
+        return 130
     except BitStudioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {with_command(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nCancelled.", file=sys.stderr)

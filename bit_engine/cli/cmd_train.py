@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bit_engine.cli.progress import TextProgress, format_bytes, format_duration
 from bit_engine.cli.terminal import printable
+from bit_engine.config import PRECISIONS, STRATEGIES
 
 
 def register(sub) -> None:
@@ -17,7 +18,7 @@ def register(sub) -> None:
     p.add_argument("data_dir", help="folder with one sub-folder of images per class")
     _model_arg(p)
     _override_args(p)
-    p.add_argument("--strategy", choices=("full", "head", "scratch"), help="estimate only this strategy")
+    p.add_argument("--strategy", choices=STRATEGIES, help="estimate only this strategy")
     p.add_argument("--no-estimate", action="store_true", help="skip the timed estimate")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=_plan)
@@ -27,7 +28,7 @@ def register(sub) -> None:
     _model_arg(p)
     p.add_argument(
         "--strategy",
-        choices=("full", "head", "scratch"),
+        choices=STRATEGIES,
         default="full",
         help="full: fine-tune everything (BiT); head: train only a new head (fast); "
         "scratch: no pre-training (baseline)",
@@ -60,8 +61,8 @@ def register(sub) -> None:
 
 
 def _model_arg(p) -> None:
+    from bit_engine.config import DEFAULT_MODEL
     from bit_engine.model_choice import OFFLINE_MODEL
-    from bit_engine.models import DEFAULT_MODEL
 
     p.add_argument(
         "--model",
@@ -91,7 +92,7 @@ def _override_args(p) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16", "fp16"),
+        choices=PRECISIONS,
         default="auto",
         help="training arithmetic (default auto: bf16 where the device has it natively, else fp32)",
     )
@@ -280,6 +281,7 @@ def _run_cancellable(fn, printer):
 
 
 def _finish(result, as_json: bool) -> int:
+    """Print how a finished run ended (a cancelled one raises `OperationCancelled`, see `_cancelled`)."""
     if as_json:
         print(
             json.dumps(
@@ -291,34 +293,31 @@ def _finish(result, as_json: bool) -> int:
                 }
             )
         )
-    elif result.status == "cancelled":
-        print(
-            f"Cancelled at step {result.step}/{result.total_steps}. The run is saved; continue it with:\n"
-            f"  bit-studio resume {result.run_dir}",
-            file=sys.stderr,
-        )
     else:
-        print(f"Done: validation accuracy {result.val_top1:.1%} after {result.step} steps.")
+        if result.report is not None and result.report.accuracy is None:
+            print(f"Done after {result.step} steps. No validation images: accuracy cannot be measured.")
+        else:
+            print(f"Done: validation accuracy {result.val_top1:.1%} after {result.step} steps.")
         print(f"Run folder: {result.run_dir}")
         _print_mistakes(result.report)
-    return 0 if result.status == "done" else 130
+    return 0
 
 
 def _print_mistakes(report, limit: int = 5) -> None:
-    if not report:
+    if not report or not report.num_images:
         return
-    for name, m in report["per_class"].items():
+    for name, m in report.per_class.items():
         print(
-            f"  {printable(name):<20} precision {m['precision']:.2f}  recall {m['recall']:.2f}  "
-            f"F1 {m['f1']:.2f}  ({m['support']} image{'' if m['support'] == 1 else 's'})"
+            f"  {printable(name):<20} precision {m.precision:.2f}  recall {m.recall:.2f}  "
+            f"F1 {m.f1:.2f}  ({m.support} image{'' if m.support == 1 else 's'})"
         )
-    mistakes = report["misclassified"]
+    mistakes = report.misclassified
     if mistakes:
         print(f"  {len(mistakes)} validation images misclassified; the most confident mistakes:")
         for m in mistakes[:limit]:
             print(
-                f"    {printable(m['file'])}: {printable(m['true'])} taken for {printable(m['predicted'])} "
-                f"({m['confidence']:.0%})"
+                f"    {printable(m.file)}: {printable(m.true)} taken for {printable(m.predicted)} "
+                f"({m.confidence:.0%})"
             )
 
 
@@ -483,29 +482,38 @@ def _train(args) -> int:
         if announce
         else None,
     )
-    engine = _engine(args, distributed.TrainJob(config=config, out=args.out))
-    result = _run_cancellable(lambda cancel: _with_sigint(engine, None, printer, cancel), printer)
-    return _outcome(result, args.json)
+    return _run_job(args, distributed.TrainJob(config=config, out=args.out), printer)
 
 
 def _resume(args) -> int:
     from bit_engine import distributed
 
-    printer = _ProgressPrinter(args.json)
-    engine = _engine(args, distributed.TrainJob(run_dir=args.run_dir))
-    result = _run_cancellable(lambda cancel: _with_sigint(engine, None, printer, cancel), printer)
+    return _run_job(args, distributed.TrainJob(run_dir=args.run_dir))
+
+
+def _run_job(args, job, printer=None) -> int:
+    """Train or resume `job` with a progress printer and Ctrl-C as a polite cancel; the exit code."""
+    from bit_engine.progress import OperationCancelled
+
+    printer = printer or _ProgressPrinter(args.json)
+    engine = _engine(args, job)
+    try:
+        result = _run_cancellable(lambda cancel: _with_sigint(engine, None, printer, cancel), printer)
+    except OperationCancelled as exc:
+        return _cancelled(exc, args.json)
     return _outcome(result, args.json)
 
 
 def _engine(args, job):
     """The engine call that runs `job`, as `engine(_, on_progress, cancel)` (the shape `_with_sigint` calls).
 
-    One process by default; with --devices, one process per device started here; under torchrun (RANK and
-    WORLD_SIZE set), this process as one rank of the group. Only rank 0 prints.
+    The engine's `launcher.start_training` chooses: one device in this process (the command line has no
+    window to protect, and Ctrl-C then reaches the loop directly), several devices (--devices) one process
+    each. Under torchrun (RANK and WORLD_SIZE set), this process is one rank of the group. Only rank 0 prints.
     """
     from bit_engine import distributed
     from bit_engine.errors import BitStudioError
-    from bit_engine.train import DistContext
+    from bit_engine.launcher import start_training
 
     devices = args.devices
     if devices and getattr(args, "device", None):
@@ -519,27 +527,39 @@ def _engine(args, job):
     def engine(_, on_progress, cancel):
         if under_torchrun:
             return distributed.run_under_torchrun(job, on_progress, cancel)
-        if not devices:
-            return job.run(on_progress, cancel, DistContext())
-        if job.run_dir is not None:
-            return distributed.launch_resume(job.run_dir, devices, on_progress, cancel)
-        return distributed.launch(job.config, devices, on_progress, cancel, out=job.out)
+        return start_training(job, devices, isolate=False).run(on_progress, cancel)
 
     return engine
 
 
 def _outcome(result, as_json: bool) -> int:
-    """Rank 0 (or the only process) prints how the run ended; every process returns the exit code.
+    """Rank 0 (or the only process) prints how the run ended; every process returns the exit code."""
+    from bit_engine import distributed
+
+    return _finish(result, as_json) if distributed.is_main_process() else 0
+
+
+def _cancelled(exc, as_json: bool) -> int:
+    """Print how a cancelled run can go on; exit 130 (0 under torchrun).
 
     Under torchrun a cancel exits 0: torchrun counts any other code as a failure, and with --max-restarts
     it would start the command again.
     """
     from bit_engine import distributed
 
-    code = _finish(result, as_json) if distributed.is_main_process() else int(result.status != "done") * 130
-    if distributed.placement_from_env() is not None and result.status == "cancelled":
-        return 0
-    return code
+    if distributed.is_main_process():
+        if as_json:
+            run_dir = str(exc.run_dir) if exc.run_dir is not None else None
+            print(json.dumps({"status": "cancelled", "run_dir": run_dir, "step": exc.step, "val_top1": None}))
+        elif exc.run_dir is not None:
+            print(
+                f"Cancelled at step {exc.step}/{exc.total_steps}. The run is saved; continue it with:\n"
+                f"  bit-studio resume {exc.run_dir}",
+                file=sys.stderr,
+            )
+        else:
+            print("Cancelled before training began; nothing was saved.", file=sys.stderr)
+    return 0 if distributed.placement_from_env() is not None else 130
 
 
 def _with_sigint(fn, first, printer, cancel, **kwargs):
@@ -565,19 +585,27 @@ def _evaluate(args) -> int:
     from bit_engine.evaluate import evaluate_run
 
     bar = TextProgress()
-    report = evaluate_run(
-        args.run_dir,
-        args.data_dir,
-        device=args.device,
-        on_progress=lambda d, t: bar.update(d / t if t else 1, f"evaluating {d}/{t}"),
-    )
-    bar.close()
+    cancel = threading.Event()
+    try:
+        report = _with_sigint(
+            lambda _, on_progress, flag: evaluate_run(
+                args.run_dir, args.data_dir, device=args.device, on_progress=on_progress, cancel=flag
+            ),
+            None,
+            lambda p: bar.update(p.fraction if p.total else 1, f"{p.phase} {p.done}/{p.total}"),
+            cancel,
+        )
+    finally:
+        bar.close()
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report.to_dict(), indent=2))
         return 0
-    print(f"Accuracy {report['accuracy']:.1%} on {report['num_images']} images ({report['split']}).")
-    if report.get("unknown_classes"):
-        unknown = ", ".join(f"{printable(k)} ({v})" for k, v in report["unknown_classes"].items())
+    if report.accuracy is None:
+        print(f"No images to evaluate ({report.split}).")
+        return 0
+    print(f"Accuracy {report.accuracy:.1%} on {report.num_images} images ({report.split}).")
+    if report.unknown_classes:
+        unknown = ", ".join(f"{printable(k)} ({v})" for k, v in report.unknown_classes.items())
         print(f"  left out, classes the model does not know: {unknown}")
     _print_mistakes(report)
     return 0
@@ -623,7 +651,7 @@ def _demo(args) -> int:
     )
     if result.status != "done":
         return _finish(result, False)
-    print(f"\n4. Evaluate: validation accuracy {result.val_top1:.1%}")
+    print(f"\n4. Evaluate: {result.report.describe_accuracy().lower()}")
     _print_mistakes(result.report)
     print(
         f"\nThe run is in {result.run_dir}\n"

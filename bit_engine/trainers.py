@@ -1,0 +1,333 @@
+"""The two ways a model learns: `FullTrainer` (every layer, BiT's way, or from scratch) and `HeadTrainer`
+(a new head on frozen features computed once), with the memory sizing they share.
+
+A trainer turns a step's samples into a gradient and an optimizer step; the loop in train.py owns the
+schedule, checkpoints, evaluations and progress. Both offer the same calls: `ready()` (what must happen
+before the first step; False when cancelled), `parameters()`, `steps(stream, start, stop)` (each step's
+data), `step(...)` (the loss, None when cancelled), `optimizer_step(optimizer)` and `evaluate(...)`.
+`DistContext` says where this process sits in a data-parallel group (one process by default).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from bit_engine.config import TrainConfig
+from bit_engine.devices import autocast_dtype
+from bit_engine.evaluate import predict_dataset
+from bit_engine.models import get_spec
+from bit_engine.preparation import TrainingError
+from bit_engine.progress import Progress
+from bit_engine.sampling import SampleStream, StepBatches, mixup_permutation
+from bit_engine.transforms import ImageDataset
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits in a data-parallel group (a single process by default).
+
+    The distributed module builds one per rank; the loop only needs these few facts and hooks. The hooks
+    that are collectives (`all_sum`, `share`) must be called by every rank at the same point.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None  # e.g. DistributedDataParallel
+    device: torch.device | None = None  # this rank's device; None: the config's
+    local_world_size: int = 1  # ranks on this machine, which share its RAM and CPU cores
+    all_sum: Callable[[list[float]], list[float]] | None = None  # element-wise sums over ranks (a collective)
+    share: Callable[[object], object] | None = None  # rank 0's value, on every rank (a collective)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Memory
+
+
+def _available_ram() -> int:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 * 1024**3
+
+
+def bytes_per_training_image(model_name: str, crop: int) -> float:
+    """A generous estimate of activation memory for one image in a training step (fp32)."""
+    spec = get_spec(model_name)
+    scale = (crop / 224) ** 2
+    if spec.family == "efficientnet":
+        return 60e6 * scale
+    return 110e6 * scale * spec.width_factor * (spec.depth / 50) ** 0.6
+
+
+def auto_micro_batch(model_name: str, crop: int, global_batch: int, device: torch.device) -> int:
+    """Images per forward pass that fit the device's free memory (halved again on CUDA out-of-memory).
+
+    On the CPU an out-of-memory cannot be caught (the system kills the process), so the size is chosen from
+    the free RAM with a wide margin, and capped at 32: beyond it a CPU gains no speed, and a smaller
+    micro-batch keeps cancel responsive.
+    """
+    per_image = bytes_per_training_image(model_name, crop)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        fit = int(free * 0.7 / per_image)
+        cap = 256
+    else:
+        fit = int(_available_ram() * 0.4 / per_image)
+        cap = 32
+    return max(1, min(global_batch, cap, fit))
+
+
+def _is_oom(exc: BaseException) -> bool:
+    # CUDA raises OutOfMemoryError; the CPU allocator a RuntimeError, when the system lets it fail at all.
+    text = str(exc).lower()
+    return (
+        isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The trainers
+
+
+class FullTrainer:
+    """Fine-tunes every parameter (or trains from scratch): the BiT way."""
+
+    def __init__(self, model, train_set, device, memory_format, config: TrainConfig, plan, workers, dist):
+        self.unwrapped = model
+        self.model = dist.wrap(model) if dist.wrap is not None else model
+        self.train_set, self.device, self.memory_format = train_set, device, memory_format
+        self.config, self.plan, self.workers, self.dist = config, plan, workers, dist
+        if plan.batch < dist.world_size:
+            raise TrainingError(
+                f"A batch of {plan.batch} images cannot be shared by {dist.world_size} processes: "
+                f"use a batch of at least {dist.world_size}, or fewer devices."
+            )
+        per_rank = math.ceil(plan.batch / dist.world_size)
+        self.load_batch = config.micro_batch or auto_micro_batch(config.model, plan.crop, per_rank, device)
+        self.compute_batch = self.load_batch
+        self._exchanging = False  # inside the backward pass that all-reduces (see `step`)
+        self.amp_dtype = autocast_dtype(device, config.precision)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    def ready(self) -> bool:
+        return True
+
+    def parameters(self):
+        return [p for p in self.unwrapped.parameters() if p.requires_grad]
+
+    def steps(self, stream: SampleStream, start: int, stop: int):
+        sampler = StepBatches(stream, start, stop, self.load_batch, self.dist.rank, self.dist.world_size)
+        loader = DataLoader(
+            self.train_set,
+            batch_sampler=sampler,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+        it = iter(loader)
+        for step in range(start, stop):
+            yield [next(it) for _ in range(len(sampler.per_step(step)))]
+
+    def step(self, micro_batches, step: int, lam: float, global_batch: int, cancel) -> float | None:
+        """Accumulate the gradient of one optimizer step; the mean loss, or None when cancelled."""
+        self.model.train()
+        prepared = []
+        offset = self.dist.rank * global_batch // self.dist.world_size  # where this rank's share starts
+        for part, (x, y, _) in enumerate(micro_batches):
+            if lam < 1.0:
+                first = offset + part * self.load_batch
+                perm = mixup_permutation(self.config.seed, step, first, len(y))
+                x = lam * x + (1 - lam) * x[perm]
+                y2 = y[perm]
+            else:
+                y2 = y
+            prepared.append((x, y, y2))
+        while True:
+            try:
+                return self._accumulate(prepared, lam, global_batch, cancel)
+            except RuntimeError as exc:
+                if not (_is_oom(exc) and self.compute_batch > 1):
+                    raise
+                if self._exchanging:
+                    # DDP had started the all-reduce of this step's gradients: redoing the step would
+                    # all-reduce twice here and once on the other ranks.
+                    raise TrainingError(
+                        f"Out of memory on {self.device} while the processes exchanged gradients "
+                        f"(micro-batch {self.compute_batch}). Train again with a smaller micro-batch."
+                    ) from exc
+                # Out of memory: halve the compute chunk and redo the step. The global batch, and so the
+                # result, stay the same.
+                self.unwrapped.zero_grad(set_to_none=True)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self.compute_batch //= 2
+
+    def _accumulate(self, prepared, lam, global_batch, cancel) -> float | None:
+        pieces = []
+        for x, y, y2 in prepared:
+            for i in range(0, len(y), self.compute_batch):
+                pieces.append(
+                    (
+                        x[i : i + self.compute_batch],
+                        y[i : i + self.compute_batch],
+                        y2[i : i + self.compute_batch],
+                    )
+                )
+        total_loss = 0.0
+        self._exchanging = False
+        for k, (x, y, y2) in enumerate(pieces):
+            if cancel.is_set():
+                return None
+            x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+            y, y2 = y.to(self.device, non_blocking=True), y2.to(self.device, non_blocking=True)
+            last = k == len(pieces) - 1
+            sync = (
+                self.model.no_sync()
+                if (not last and hasattr(self.model, "no_sync"))
+                else contextlib.nullcontext()
+            )
+            with sync:
+                with torch.autocast(
+                    self.device.type,
+                    dtype=self.amp_dtype or torch.float32,
+                    enabled=self.amp_dtype is not None,
+                ):
+                    logits = self.model(x)
+                logits = logits.float()
+                loss_sum = lam * F.cross_entropy(logits, y, reduction="sum")
+                if lam < 1.0:
+                    loss_sum = loss_sum + (1 - lam) * F.cross_entropy(logits, y2, reduction="sum")
+                # Sum over the global batch, not a mean per micro-batch: the gradient is then the same
+                # however the batch is cut, on one device or many (DDP averages over ranks, hence the factor).
+                self._exchanging = last and self.dist.world_size > 1
+                self.scaler.scale(loss_sum * self.dist.world_size / global_batch).backward()
+            total_loss += loss_sum.item()
+        return total_loss / sum(len(p[1]) for p in pieces)
+
+    def optimizer_step(self, optimizer) -> None:
+        if self.scaler.is_enabled():  # fp16 autocast: the step goes through the loss scaler
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            optimizer.step()
+
+    def evaluate(self, val_set, cancel, on_batch=None):
+        # Evaluation batches follow the training micro-batch, halved here too on out-of-memory (the
+        # result does not depend on it: no layer mixes samples at evaluation).
+        while True:
+            try:
+                return predict_dataset(
+                    self.unwrapped,
+                    val_set,
+                    self.device,
+                    self.memory_format,
+                    batch_size=self.compute_batch,
+                    on_batch=on_batch,
+                    cancel=cancel,
+                )
+            except RuntimeError as exc:
+                if not (_is_oom(exc) and self.compute_batch > 1):
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self.compute_batch //= 2
+
+
+class HeadTrainer:
+    """Trains only a new head on frozen backbone features, computed once (the "head" strategy)."""
+
+    def __init__(self, model, train_set, val_set, device, memory_format, workers, on_progress, cancel, seed):
+        self.unwrapped = self.model = model
+        self.seed = seed
+        self.train_set, self.val_set = train_set, val_set
+        self.device, self.memory_format, self.workers = device, memory_format, workers
+        self.on_progress, self.cancel = on_progress, cancel
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in model.head_parameters():
+            p.requires_grad_(True)
+        self.features: torch.Tensor | None = None
+        self.labels: torch.Tensor | None = None
+        # (features, labels) of the validation images; None when there are none.
+        self.val_features: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def _extract(self, dataset, offset: int, total: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        # Features without augmentation: the frozen backbone is run once per image, not once per step.
+        eval_view = ImageDataset(dataset.paths, dataset.labels, dataset.pre, train=False, cache=None)
+        if dataset.cache is not None and dataset.size == dataset.pre.crop:
+            eval_view.cache = dataset.cache
+        loader = DataLoader(eval_view, batch_size=16, num_workers=self.workers)
+        self.model.eval()
+        feats, labels, done = [], [], 0
+        for x, y, _ in loader:
+            if self.cancel.is_set():
+                return None
+            x = x.to(self.device).contiguous(memory_format=self.memory_format)
+            feats.append(self.model.features(x).float().cpu())
+            labels.append(y)
+            done += len(y)
+            if self.on_progress is not None:
+                self.on_progress(Progress("features", offset + done, total))
+        return torch.cat(feats), torch.cat(labels)
+
+    def ready(self) -> bool:
+        total = len(self.train_set) + len(self.val_set)
+        train = self._extract(self.train_set, 0, total)
+        if train is None:
+            return False
+        val = self._extract(self.val_set, len(self.train_set), total) if len(self.val_set) else None
+        if len(self.val_set) and val is None:
+            return False
+        self.features, self.labels = train
+        self.val_features = val
+        return True
+
+    def parameters(self):
+        return self.model.head_parameters()
+
+    def optimizer_step(self, optimizer) -> None:
+        optimizer.step()
+
+    def steps(self, stream: SampleStream, start: int, stop: int):
+        for step in range(start, stop):
+            yield torch.tensor([i for i, _ in stream.keys(step)])
+
+    def step(self, index, step: int, lam: float, global_batch: int, cancel) -> float | None:
+        if cancel.is_set():
+            return None
+        f, y = self.features[index].to(self.device), self.labels[index].to(self.device)
+        if lam < 1.0:
+            # Mixup on features: the head is linear, so this mixes its inputs as image mixup would mix
+            # the backbone's outputs to first order.
+            perm = mixup_permutation(self.seed, step, 0, len(y)).to(self.device)
+            f = lam * f + (1 - lam) * f[perm]
+        logits = self.model.classify(f)
+        loss = lam * F.cross_entropy(logits, y)
+        if lam < 1.0:
+            loss = loss + (1 - lam) * F.cross_entropy(logits, y[perm])
+        loss.backward()
+        return loss.item()
+
+    @torch.no_grad()
+    def evaluate(self, val_set, cancel, on_batch=None):
+        if self.val_features is None:
+            return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
+        if cancel is not None and cancel.is_set():
+            return None
+        logits = self.model.classify(self.val_features[0].to(self.device)).float().cpu()
+        if on_batch is not None:
+            on_batch(len(logits))
+        return logits, self.val_features[1]
