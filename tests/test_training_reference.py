@@ -16,14 +16,8 @@ import torch.nn.functional as F
 
 from bit_engine.config import TrainConfig
 from bit_engine.models import ResNetV2
-
-try:  # the training package as split by the training restructure
-    from bit_engine.sampling import SampleStream, mixup_permutation
-    from bit_engine.trainers import DistContext, FullTrainer, HeadTrainer
-except ImportError:  # before it: everything in train.py
-    from bit_engine.train import DistContext, SampleStream, mixup_permutation
-    from bit_engine.train import _FullTrainer as FullTrainer
-    from bit_engine.train import _HeadTrainer as HeadTrainer
+from bit_engine.sampling import SampleStream, mixup_permutation
+from bit_engine.trainers import DistContext, FullTrainer, HeadTrainer
 
 LAM = 0.9
 N, CLASSES, SEED, STEP = 8, 3, 5, 3
