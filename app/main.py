@@ -64,6 +64,12 @@ def create_application(argv: list[str] | None = None):
     app.setOrganizationName("BiT Studio")
     app.setDesktopFileName(DESKTOP_ID)
     app.setWindowIcon(app_icon())
+    if sys.platform == "win32":
+        # Without its own AppUserModelID, Windows groups the window under python.exe in the taskbar and
+        # shows Python's icon there (the bundle's .exe carries the icon, a virtual environment does not).
+        import ctypes
+
+        ctypes.windll.shell32.SetCurrentProcessExplicitAppUserModelID(DESKTOP_ID)
     return app
 
 
@@ -116,6 +122,10 @@ def run_gui() -> int:
 def main(argv: list[str] | None = None) -> int:
     """`bit-studio [COMMAND ...]`: no arguments opens the window; anything else is the command line."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv == ["--self-test"]:
+        from app.self_test import run
+
+        return run()
     if argv:
         from bit_engine.cli import main as cli_main
 

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMainWindow,
+    QMessageBox,
     QPushButton,
     QStackedWidget,
     QStyle,
@@ -49,6 +50,7 @@ STEPS = (
     Step("data", "Data", "app.pages.data_page", "DataPage", "Your labelled photos"),
     Step("plan", "Plan", "app.pages.plan_page", "PlanPage", "Model, device, settings"),
     Step("train", "Train", "app.pages.train_page", "TrainPage", "Fine-tune the model"),
+    Step("runs", "Runs", "app.pages.runs_page", "RunsPage", "Past runs: reopen, resume"),
     Step("evaluate", "Evaluate", "app.pages.evaluate_page", "EvaluatePage", "What it gets wrong"),
     Step("predict", "Predict", "app.pages.predict_page", "PredictPage", "Use the exported model"),
 )
@@ -224,6 +226,7 @@ class MainWindow(QMainWindow):
         ):
             signal.connect(self._update_steps)
         self.state.folderChanged.connect(self._on_folder_changed)
+        self.pages["runs"].resumeRequested.connect(self._on_resume_requested)
         self._update_steps()
         self.step_list.setCurrentRow(0)
         self._restore_geometry()
@@ -269,7 +272,10 @@ class MainWindow(QMainWindow):
             )
         else:
             plan = ok
-        if plan[0] is not None:
+        training = "train" in self.pages and self.pages["train"].is_training()
+        if s.run_dir or training:
+            train = ok  # a run to follow, resume or look at, with or without a plan
+        elif plan[0] is not None:
             train = plan
         elif s.config is None:
             train = ("Choose a model and settings first (the Plan step).", "Make a plan first", "plan")
@@ -279,11 +285,11 @@ class MainWindow(QMainWindow):
             evaluate = ok
         else:
             evaluate = (
-                "Train a model first, or pick a finished run in the Train step.",
+                "Train a model first, or pick a finished run in the Runs step.",
                 "Train a model first",
-                "train",
+                "runs",
             )
-        return {"data": ok, "plan": plan, "train": train, "evaluate": evaluate, "predict": ok}
+        return {"data": ok, "plan": plan, "train": train, "runs": ok, "evaluate": evaluate, "predict": ok}
 
     def _update_steps(self, *_args) -> None:
         by_key = {s.key: s for s in STEPS}
@@ -396,7 +402,23 @@ class MainWindow(QMainWindow):
         for page in self.pages.values():
             page.shutdown()
 
+    def _on_resume_requested(self, run_dir: str) -> None:
+        self.state.set_run(run_dir)
+        self.go_to("train")
+        self.pages["train"].resume(run_dir)
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        if self.pages["train"].is_training():
+            answer = QMessageBox.question(
+                self,
+                "BiT Studio",
+                "Stop training and close? The run can be resumed later.",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                QMessageBox.StandardButton.No,
+            )
+            if answer != QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return
         self.shutdown()
         settings.update(window_geometry=bytes(self.saveGeometry().toHex()).decode("ascii"))
         super().closeEvent(event)

@@ -93,7 +93,8 @@ from torch import nn
 from bit_engine import __version__
 from bit_engine.errors import BitStudioError
 from bit_engine.inference import parse_input_size, parse_labels
-from bit_engine.models import _DEPTHS, Normalization, ResNetV2, StdConv2d
+from bit_engine.models import DEPTHS, Normalization, ResNetV2, StdConv2d
+from bit_engine.progress import CancelFlag, OperationCancelled, Progress, ProgressCallback
 
 # Metadata keys (see the module docstring for their values).
 META_FORMAT_VERSION = "bit_studio.format_version"
@@ -300,7 +301,7 @@ def describe_backbone(model: nn.Module) -> str:
     if isinstance(model, ResNetV2):
         depths = tuple(len(block) for block in model.body)
         width = model.root.conv.out_channels // 64
-        for depth, units in _DEPTHS.items():
+        for depth, units in DEPTHS.items():
             if units == depths:
                 return f"R{depth}x{width}"
         return f"ResNetV2{list(depths)}x{width}"
@@ -1051,6 +1052,8 @@ def export_run(
     verify_limit: int = 64,
     quantize_limit: int = 256,
     force: bool = False,
+    on_progress: ProgressCallback | None = None,
+    cancel: CancelFlag | None = None,
 ) -> RunExport:
     """Export a finished run's model, verified on its own validation images, and record the figures.
 
@@ -1062,6 +1065,10 @@ def export_run(
         verify_limit: validation images to compare onnxruntime with PyTorch on.
         quantize_limit: validation images to measure the int8 copy on.
         force: replace `out_path` (and the int8 copy) even when they are not BiT Studio exports.
+        on_progress: receives `Progress` per stage: "exporting" (with its verification), then
+            "quantizing" (with its measurement); `done`/`total` count the stages.
+        cancel: checked between stages; a cancel raises `OperationCancelled` and writes no export.json
+            (a finished .onnx stays: it is complete and verified).
 
     Returns:
         The `RunExport`; the same figures are written to ``<run_dir>/export.json``.
@@ -1070,6 +1077,14 @@ def export_run(
         ExportError: the destination is another program's file, or inside the run's photo folder.
         RunError: the run folder is incomplete or damaged.
     """
+    stages = 2 if quantize == "int8" else 1
+
+    def stage(phase: str, done: int, message: str = "") -> None:
+        if cancel is not None and cancel.is_set():
+            raise OperationCancelled("Export cancelled.")
+        if on_progress is not None:
+            on_progress(Progress(phase, done, stages, message=message))
+
     from bit_engine.data import Split
     from bit_engine.fileio import refuse_inside_photos
     from bit_engine.runs import RunDir
@@ -1089,6 +1104,7 @@ def export_run(
     if quantize == "int8":
         check_destination(int8_path, force, external_data=False)
     val_paths = [str(split.path_of(s)) for s in split.val]
+    stage("exporting", 0, "writing and verifying the ONNX file")
     result = export_onnx(
         model,
         meta["classes"],
@@ -1103,6 +1119,7 @@ def export_run(
     )
     quantized = None
     if quantize == "int8":
+        stage("quantizing", 1, "writing and measuring the int8 copy")
         images, kept = _run_images(val_paths, size, quantize_limit)
         if images is None:
             raise ExportError("This run has no validation images to measure an int8 copy on.")
@@ -1117,4 +1134,6 @@ def export_run(
         )
     record = RunExport(result, quantized)
     run.write_json("export.json", record.to_dict())
+    if on_progress is not None:
+        on_progress(Progress("done", stages, stages))
     return record

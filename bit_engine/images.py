@@ -406,3 +406,27 @@ def _from_gray_array(a: np.ndarray, *, float_data: bool) -> Image.Image:
         scaled = np.zeros_like(a)
     gray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
     return Image.fromarray(gray).convert("RGB")
+
+
+def to_model_input(image: Image.Image, size: int | tuple[int, int]) -> np.ndarray:
+    """The test-time transform: the whole image resized to the model input, as uint8 ``H x W x 3`` RGB.
+
+    The single definition of how an image becomes model input at test time (BiT's test transform: the WHOLE
+    image resized to the input size with bilinear filtering; no crop, aspect ratio not kept). Evaluation
+    (`transforms.decode_resized`) and the ONNX predictor (`inference.prepare`) both call it, so the accuracy
+    the app reports is the accuracy the exported file gets.
+
+    Args:
+        image: a PIL image, ideally from `open_rgb` (EXIF orientation applied, RGB). Other modes are
+            converted with ``Image.convert("RGB")``.
+        size: the square side in pixels, or (height, width).
+
+    Returns:
+        A C-contiguous uint8 array, channels last: what the exported graph's ``images`` input takes.
+    """
+    height, width = (size, size) if isinstance(size, int) else size
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))

@@ -1,8 +1,8 @@
 """Predict with an exported model: the same image preparation as evaluation, with onnxruntime.
 
-`prepare` is the single definition of how an image becomes model input at test time (the BiT test transform:
-resize the WHOLE image to the square input size with bilinear filtering; no crop, aspect ratio not kept). The
-training loop imports it for evaluation, so the accuracy it reports is the accuracy the exported file gets.
+`prepare` (`images.to_model_input`) is the single definition of how an image becomes model input at test time
+(the BiT test transform: resize the WHOLE image to the square input size with bilinear filtering; no crop,
+aspect ratio not kept). The training loop evaluates with it too, so the accuracy it reports is the accuracy the exported file gets.
 PIL's BILINEAR filter is antialiased when shrinking, which is also what torchvision's v2 ``Resize`` does on
 PIL images; everything after the resize (scale, normalization, channel order) happens inside the exported
 graph (see `bit_engine.export`).
@@ -27,7 +27,8 @@ import numpy as np
 from PIL import Image
 
 from bit_engine.errors import BitStudioError
-from bit_engine.images import ImageError, open_rgb
+from bit_engine.images import ImageError, open_rgb, to_model_input
+from bit_engine.progress import CancelFlag, OperationCancelled, Progress, ProgressCallback
 
 # The metadata keys are defined once, in export.py; importing it would pull in torch, which prediction
 # does not need, so they are repeated here and a test checks that both agree.
@@ -110,23 +111,9 @@ def _open_rgb(path: str | os.PathLike) -> Image.Image:
     return open_rgb(path)
 
 
-def prepare(image: Image.Image, size: int | tuple[int, int]) -> np.ndarray:
-    """The test-time transform: the whole image resized to the model input, as uint8 ``H x W x 3`` RGB.
-
-    Args:
-        image: a PIL image, ideally from `bit_engine.images.open_rgb` (EXIF orientation applied, RGB). Other
-            modes are converted with ``Image.convert("RGB")``.
-        size: the square side in pixels, or (height, width).
-
-    Returns:
-        A C-contiguous uint8 array, channels last: what the exported graph's ``images`` input takes.
-    """
-    height, width = (size, size) if isinstance(size, int) else size
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.BILINEAR)
-    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+prepare = (
+    to_model_input  # the test-time transform, defined once in images.py (training evaluates with it too)
+)
 
 
 def _default_providers() -> list[str]:
@@ -322,12 +309,23 @@ class Predictor:
         return results
 
     def predict_folder(
-        self, folder: str | os.PathLike, batch_size: int = 16, top_k: int = 5, recursive: bool = True
+        self,
+        folder: str | os.PathLike,
+        batch_size: int = 16,
+        top_k: int = 5,
+        recursive: bool = True,
+        *,
+        on_progress: ProgressCallback | None = None,
+        cancel: CancelFlag | None = None,
     ) -> Iterator[tuple[Path, list[Prediction] | ImageError]]:
         """Predict every file of a folder, streamed in batches, in sorted path order.
 
         Hidden files (names starting with ".") are ignored. A file that is not a readable image is not fatal:
         it comes out as ``(path, error)`` with the reason, in its place in the order.
+
+        Args:
+            on_progress: receives "predicting" `Progress`, counting the folder's files as they are read.
+            cancel: checked between files; a cancel raises `OperationCancelled` (what was yielded stays).
 
         Yields:
             ``(path, predictions)`` or ``(path, error)``.
@@ -344,7 +342,12 @@ class Predictor:
                 yield path, (item if isinstance(item, ImageError) else self._top_k(next(probs), top_k))
             pending.clear()
 
-        for path in _image_candidates(folder, recursive):
+        candidates = _image_candidates(folder, recursive)
+        for done, path in enumerate(candidates):
+            if cancel is not None and cancel.is_set():
+                raise OperationCancelled("Prediction cancelled.")
+            if on_progress is not None:
+                on_progress(Progress("predicting", done, len(candidates)))
             try:
                 pending.append((path, self.prepare(path)))
             except ImageError as error:
@@ -352,6 +355,8 @@ class Predictor:
             if sum(isinstance(item, np.ndarray) for _, item in pending) >= batch_size:
                 yield from flush()
         yield from flush()
+        if on_progress is not None:
+            on_progress(Progress("predicting", len(candidates), len(candidates)))
 
 
 def _image_candidates(folder: Path, recursive: bool) -> list[Path]:

@@ -237,6 +237,7 @@ class TrainingProcess:
         self._cancel = self._ctx.Event() if self.isolate else threading.Event()
         self._stop_requested = threading.Event()
         self._escalation: threading.Timer | None = None
+        self._stop_deadline = float("inf")
         self._lock = threading.Lock()
         self._running_here = False
         self.processes: list = []
@@ -333,11 +334,16 @@ class TrainingProcess:
         run stays resumable from its last checkpoint).
         """
         with self._lock:
+            deadline = time.monotonic() + grace_s
             if self._stop_requested.is_set():
-                return
+                # A second, more urgent stop (a window closing after its Cancel) brings the forced stop forward.
+                if self._escalation is None or deadline >= self._stop_deadline:
+                    return
+                self._escalation.cancel()
             self._stop_requested.set()
             self._cancel.set()
             if self.isolate:
+                self._stop_deadline = deadline
                 self._escalation = threading.Timer(grace_s, self._terminate)
                 self._escalation.daemon = True
                 self._escalation.start()

@@ -28,7 +28,8 @@ WS_EPS = 1e-10
 #: Where the official weights live; `weights.py` lets an environment variable override it.
 OFFICIAL_BASE_URL = "https://storage.googleapis.com/bit_models"
 
-_DEPTHS = {
+#: Units per stage of each BiT ResNet-v2 depth (R50, R101, R152, and the tests' R14).
+DEPTHS = {
     50: (3, 4, 6, 3),
     101: (3, 4, 23, 3),
     152: (3, 8, 36, 3),
@@ -320,7 +321,7 @@ def create_model(name: str, num_classes: int, zero_head: bool = True, ws_eps: fl
         ws_eps: Weight Standardization epsilon (BiT only).
     """
     bare = re.fullmatch(r"R(\d+)x(\d+)", name, flags=re.IGNORECASE)
-    if bare and int(bare[1]) in _DEPTHS:
+    if bare and int(bare[1]) in DEPTHS:
         depth, wf = int(bare[1]), int(bare[2])
     else:
         spec = get_spec(name)
@@ -329,7 +330,7 @@ def create_model(name: str, num_classes: int, zero_head: bool = True, ws_eps: fl
 
             return EfficientNetLite(num_classes=num_classes, zero_head=zero_head)
         depth, wf = spec.depth, spec.width_factor
-    return ResNetV2(_DEPTHS[depth], wf, num_classes, zero_head=zero_head, ws_eps=ws_eps)
+    return ResNetV2(DEPTHS[depth], wf, num_classes, zero_head=zero_head, ws_eps=ws_eps)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Train: resize the whole image to a square (aspect ratio not kept), random crop, random horizontal flip.
 Eval: resize to the crop size only, no centre crop. Both resize PIL images with PIL's bilinear filter, the
-same call `inference.prepare` makes, so the exported model sees exactly what evaluation saw.
+same call the ONNX predictor makes (`images.to_model_input`), so the exported model sees exactly what
+evaluation saw.
 
 Randomness is a pure function of (seed, epoch, sample index): every run, resume and data-parallel rank
 draws the same crop and flip for the same sample, whatever process or worker loads it.
@@ -22,7 +23,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from bit_engine.errors import BitStudioError
-from bit_engine.images import ImageError, open_rgb
+from bit_engine.images import ImageError, open_rgb, to_model_input
 from bit_engine.models import Normalization
 
 #: Decoded, resized images are kept in memory when they fit in this many bytes (see `should_cache`).
@@ -97,12 +98,10 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 def decode_resized(path: str | Path, size: int) -> torch.Tensor:
     """Decode an image (EXIF orientation, RGB) and resize it to `size` x `size`: uint8 CHW tensor.
 
-    The resize is `inference.prepare`, the very function the ONNX predictor calls, so evaluation here and
-    prediction from the exported file see the same pixels.
+    The resize is `images.to_model_input`, the very function the ONNX predictor calls, so evaluation here
+    and prediction from the exported file see the same pixels.
     """
-    from bit_engine.inference import prepare
-
-    return torch.from_numpy(prepare(open_rgb(path), size).copy()).permute(2, 0, 1)
+    return torch.from_numpy(to_model_input(open_rgb(path), size).copy()).permute(2, 0, 1)
 
 
 _reported: set[str] = set()

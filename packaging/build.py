@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -51,13 +52,34 @@ def tree_bytes(path: Path) -> int:
     return total
 
 
-def largest_parts(root: Path, depth: int = 2, count: int = 8) -> list[tuple[int, str]]:
-    """The `count` largest folders `depth` levels below `root` (torch/lib, nvidia/cublas, ...), by bytes."""
+def largest_parts(root: Path, count: int = 10) -> list[tuple[int, str]]:
+    """The `count` largest parts of a bundle: single libraries at its top, or folders two levels down."""
     parts = []
-    for folder in root.glob("/".join(["*"] * depth)):
-        if folder.is_dir() and not folder.is_symlink():
-            parts.append((tree_bytes(folder), str(folder.relative_to(root))))
+    for entry in root.iterdir():
+        if entry.is_symlink():
+            continue
+        if entry.is_file():
+            parts.append((entry.stat().st_size, entry.name))
+        else:
+            for child in entry.iterdir():
+                size = tree_bytes(child) if child.is_dir() else child.stat().st_size
+                parts.append((size, f"{entry.name}/{child.name}"))
     return sorted(parts, reverse=True)[:count]
+
+
+#: Names of the NVIDIA CUDA libraries (and torch's CUDA half) that a CUDA build of torch brings along.
+CUDA_LIBRARY = re.compile(r"^lib(cu|nv|nccl|cudnn|torch_cuda|c10_cuda)", re.IGNORECASE)
+
+
+def cuda_bytes(root: Path) -> int:
+    """Bytes of CUDA libraries in the bundle: what a CPU-only torch would not bring."""
+    total = 0
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            file = Path(folder, name)
+            if CUDA_LIBRARY.match(name) and not file.is_symlink():
+                total += file.stat().st_size
+    return total
 
 
 def gib(n: int) -> str:
@@ -131,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
 
     size = tree_bytes(bundle_dir())
     internal = bundle_dir() / "_internal"
-    print(f"Bundle: {bundle_dir()}  {gib(size)}")
-    for part_bytes, part in largest_parts(internal if internal.is_dir() else bundle_dir()):
+    contents = internal if internal.is_dir() else bundle_dir()
+    print(f"Bundle: {bundle_dir()}  {gib(size)}, of which CUDA libraries {gib(cuda_bytes(contents))}")
+    for part_bytes, part in largest_parts(contents):
         print(f"  {gib(part_bytes):>10}  {part}")
 
     code, output = self_test(program)

@@ -192,7 +192,10 @@ def test_cancel_stops_every_rank_at_one_step_and_the_run_resumes(color_folder, t
 
 
 def test_a_killed_rank_stops_the_others_with_a_clear_error(color_folder, tiny_bit, setup, tmp_path):
-    job = TrainJob(config=_config(color_folder, tiny_bit, steps=40), out=str(tmp_path / "run"))
+    # A checkpoint after every step: the run has one when the kill comes, so it stays, resumable. (A run
+    # that fails before its first checkpoint leaves nothing: see test_first_use.py.)
+    config = _config(color_folder, tiny_bit, steps=40, checkpoint_minutes=1e-6)
+    job = TrainJob(config=config, out=str(tmp_path / "run"))
     ranks = TrainingProcess(job, ["cpu", "cpu"], setup=setup)
     killed_at: list[float] = []
 

@@ -66,10 +66,11 @@ def _step_item(window, key):
 
 
 def test_steps_that_cannot_be_used_are_disabled_and_say_why(window):
-    assert [window.step_list.item(i).text() for i in range(5)] == [
+    assert [window.step_list.item(i).text() for i in range(6)] == [
         "Data",
         "Plan",
         "Train",
+        "Runs",
         "Evaluate",
         "Predict",
     ]

@@ -617,6 +617,7 @@ def _demo(args) -> int:
     from bit_engine.config import TrainConfig
     from bit_engine.demo import DEMO_CLASSES, make_demo_dataset
     from bit_engine.model_choice import choose_default_model
+    from bit_engine.progress import OperationCancelled
     from bit_engine.train import fit
 
     # Not in the user's folders: a temporary folder, named at the start and at the end.
@@ -646,11 +647,12 @@ def _demo(args) -> int:
     _show_plan(config, ["head"], False, estimates=estimates)
     print("\n3. Train (head strategy: the pre-trained network stays frozen, a new head learns the classes)")
     printer = _ProgressPrinter(False, estimate=estimates[0].seconds if estimates else None)
-    result = _run_cancellable(
-        lambda cancel: _with_sigint(fit, config, printer, cancel, out=args.out), printer
-    )
-    if result.status != "done":
-        return _finish(result, False)
+    try:
+        result = _run_cancellable(
+            lambda cancel: _with_sigint(fit, config, printer, cancel, out=args.out), printer
+        )
+    except OperationCancelled as exc:
+        return _cancelled(exc, False)
     print(f"\n4. Evaluate: {result.report.describe_accuracy().lower()}")
     _print_mistakes(result.report)
     print(

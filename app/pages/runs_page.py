@@ -1,0 +1,395 @@
+"""The Runs step: every past run, and for the one picked its curves, plan and status, with what can be done.
+
+Runs are read through the engine's run listing (`bit_engine.runs.list_runs`, `read_status`, `read_plan`,
+`read_metrics`), on a worker thread: a long run's history is thousands of lines, and a runs folder on a
+network drive can be slow. A run whose training process died shows as interrupted and can be resumed; a
+finished one opens in the Evaluate step, where it can also be exported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+    Signal,
+)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app import errors_view
+from app.state import AppState
+from app.widgets.charts import TrainingCharts
+from app.workers import Worker
+
+#: Status words, and whether such a run can be resumed.
+STATUS_WORDS = {
+    "done": ("Done", False),
+    "running": ("Running", False),
+    "cancelled": ("Cancelled · resumable", True),
+    "failed": ("Failed · resumable", True),
+    "interrupted": ("Interrupted · resumable", True),
+}
+
+_STRATEGY_WORDS = {"full": "Fine-tune", "head": "Head only", "scratch": "From scratch"}
+
+_SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+class RunsTableModel(QAbstractTableModel):
+    """The run list: one row per `bit_engine.runs.RunSummary`, newest first."""
+
+    COLUMNS = ("Run", "Data folder", "Model", "Strategy", "Status", "Accuracy", "Date")
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.runs: list = []
+
+    def set_runs(self, runs: list) -> None:
+        self.beginResetModel()
+        self.runs = list(runs)
+        self.endResetModel()
+
+    def run_at(self, row: int):
+        return self.runs[row] if 0 <= row < len(self.runs) else None
+
+    def row_of(self, path: str) -> int:
+        for i, r in enumerate(self.runs):
+            if str(r.path) == str(path):
+                return i
+        return -1
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.runs)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        r = self.runs[index.row()]
+        column = index.column()
+        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.AccessibleTextRole):
+            return self._text(r, column)
+        if role == _SORT_ROLE:
+            if column == 5:
+                return -1.0 if r.accuracy is None else r.accuracy
+            if column == 6:
+                return r.created.timestamp()
+            return self._text(r, column)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if column == 1:
+                return r.data_dir
+            if column == 4:
+                return r.message or self._text(r, column)
+            return str(r.path) if column == 0 else None
+        if role == Qt.ItemDataRole.TextAlignmentRole and column == 5:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    @staticmethod
+    def _text(r, column: int) -> str:
+        if column == 0:
+            return r.name
+        if column == 1:
+            return Path(r.data_dir).name or r.data_dir
+        if column == 2:
+            return r.model
+        if column == 3:
+            return _STRATEGY_WORDS.get(r.strategy, r.strategy)
+        if column == 4:
+            words = STATUS_WORDS.get(r.status, (r.status, False))[0]
+            if r.status != "done" and r.total_steps:
+                words += f" · step {r.step}/{r.total_steps}"
+            return words
+        if column == 5:
+            return "" if r.accuracy is None else f"{r.accuracy:.1%}"
+        return r.created.strftime("%Y-%m-%d %H:%M")
+
+
+def _list_runs(on_progress, cancel) -> list:
+    from bit_engine import runs
+
+    return runs.list_runs()
+
+
+def _open_run(path: str):
+    """A run's details for the panel (on a worker thread): status, plan (or None), metrics."""
+
+    def load(on_progress, cancel):
+        from bit_engine import runs
+        from bit_engine.runs import RunError
+
+        status = runs.read_status(path)
+        try:
+            plan = runs.read_plan(path)
+        except RunError:
+            plan = None  # a run that died before its plan was written: the status says so
+        return path, status, plan, runs.read_metrics(path)
+
+    return load
+
+
+class RunsPage(QWidget):
+    """The list of past runs (`runList`) and the run picked in it.
+
+    Args:
+        state: the window's shared state (Evaluate and Export open the picked run through `state.set_run`).
+        parent: the owning widget.
+
+    Signals:
+        stepRequested(str): show a step ("evaluate" for Evaluate and Export).
+        resumeRequested(str): resume this run folder (the window hands it to the Train step).
+        runsLoaded(int): the list was (re)read; the number of runs.
+        runOpened(str): the picked run's details are shown.
+    """
+
+    stepRequested = Signal(str)
+    resumeRequested = Signal(str)
+    runsLoaded = Signal(int)
+    runOpened = Signal(str)
+
+    def __init__(self, state: AppState, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.state = state
+        self._workers: list[Worker] = []
+        self._wanted: str | None = None  # the run to select once the list is read
+        self._shown = None  # (path, status, plan) of the run in the panel
+        self._stale = True
+
+        title = QLabel("Runs")
+        font = title.font()
+        font.setPointSizeF(font.pointSizeF() * 1.4)
+        font.setBold(True)
+        title.setFont(font)
+        self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.setObjectName("refreshRunsButton")
+        self.refresh_button.setAccessibleName("Refresh the run list")
+        self.refresh_button.clicked.connect(self.refresh)
+
+        self.model = RunsTableModel(self)
+        proxy = QSortFilterProxyModel(self)
+        proxy.setSourceModel(self.model)
+        proxy.setSortRole(_SORT_ROLE)
+        self.proxy = proxy
+        self.table = QTableView()
+        self.table.setObjectName("runList")
+        self.table.setAccessibleName("Past runs")
+        self.table.setModel(proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(6, Qt.SortOrder.DescendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setAlternatingRowColors(True)
+        self.table.setWordWrap(False)  # one line per run; a long run name loses its middle, not its date
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.verticalHeader().hide()
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.selectionModel().currentRowChanged.connect(self._on_current_changed)
+        self.empty_label = QLabel("No runs yet. Runs appear here once you start training in the Train step.")
+        self.empty_label.setObjectName("noRunsLabel")
+        self.empty_label.setWordWrap(True)
+
+        self.run_title = QLabel()
+        self.run_title.setObjectName("runTitleLabel")
+        self.run_title.setAccessibleName("Run")
+        self.run_title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status_label = QLabel()
+        self.status_label.setObjectName("runStatusLabel")
+        self.status_label.setAccessibleName("Run status")
+        self.status_label.setWordWrap(True)
+        self.plan_label = QLabel()
+        self.plan_label.setObjectName("runPlanLabel")
+        self.plan_label.setAccessibleName("Run plan")
+        self.plan_label.setWordWrap(True)
+        self.plan_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.resume_button = self._button("runResumeButton", "Resume", "Resume this run")
+        self.evaluate_button = self._button("runEvaluateButton", "Evaluate", "Evaluate this run")
+        self.export_button = self._button("runExportButton", "Export…", "Export this run's model")
+        self.resume_button.clicked.connect(self._on_resume)
+        self.evaluate_button.clicked.connect(self._on_evaluate)
+        self.export_button.clicked.connect(self._on_evaluate)  # export lives in the Evaluate step
+        self.charts = TrainingCharts(prefix="run")
+
+        top = QHBoxLayout()
+        top.addWidget(title)
+        top.addStretch(1)
+        top.addWidget(self.refresh_button)
+        list_box = QWidget()
+        list_layout = QVBoxLayout(list_box)
+        list_layout.setContentsMargins(0, 0, 0, 0)
+        list_layout.addWidget(self.table)
+        list_layout.addWidget(self.empty_label)
+        details = QWidget()
+        details.setObjectName("runDetails")
+        d = QVBoxLayout(details)
+        d.setContentsMargins(0, 0, 0, 0)
+        d.addWidget(self.run_title)
+        d.addWidget(self.status_label)
+        d.addWidget(self.plan_label)
+        buttons = QHBoxLayout()
+        for b in (self.resume_button, self.evaluate_button, self.export_button):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        d.addLayout(buttons)
+        d.addWidget(self.charts, 1)
+        self.details = details
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(list_box)
+        splitter.addWidget(details)
+        splitter.setStretchFactor(0, 2)
+        splitter.setStretchFactor(1, 3)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(splitter, 1)
+        self._show_details(None)
+        state.runChanged.connect(self._on_run_changed)
+
+    def _button(self, name: str, text: str, accessible: str) -> QPushButton:
+        button = QPushButton(text)
+        button.setObjectName(name)
+        button.setAccessibleName(accessible)
+        return button
+
+    # Reading the list -------------------------------------------------------------------------------------
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self._stale:
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Read the run list again (on a worker thread), keeping the picked run picked."""
+        self._stale = False
+        if self._shown is not None and self._wanted is None:
+            self._wanted = self._shown[0]
+        worker = self._start(Worker(_list_runs, self, name="list runs"))
+        worker.succeeded.connect(self._on_listed)
+
+    def _on_listed(self, runs: list) -> None:
+        self.model.set_runs(runs)
+        self.empty_label.setVisible(not runs)
+        self.table.setVisible(bool(runs))
+        wanted, self._wanted = self._wanted, None
+        row = self.model.row_of(wanted) if wanted else -1
+        if row >= 0:
+            index = self.proxy.mapFromSource(self.model.index(row, 0))
+            self.table.selectRow(index.row())
+            self.table.setCurrentIndex(index)
+            self._open(str(self.model.run_at(row).path))
+        elif not runs:
+            self._show_details(None)
+        self.runsLoaded.emit(len(runs))
+
+    def _on_run_changed(self, run_dir: str) -> None:
+        # A run finished or was picked elsewhere: the list is out of date; reread it now if it is on screen.
+        if run_dir:
+            self._wanted = run_dir
+        self._stale = True
+        if self.isVisible():
+            self.refresh()
+
+    def select_run(self, path: str) -> None:
+        """Pick the run in `path` (reading the list first when needed)."""
+        row = self.model.row_of(path)
+        if row < 0:
+            self._wanted = path
+            self.refresh()
+            return
+        index = self.proxy.mapFromSource(self.model.index(row, 0))
+        self.table.setCurrentIndex(index)
+
+    # The picked run ---------------------------------------------------------------------------------------
+    def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        run = self.model.run_at(self.proxy.mapToSource(current).row()) if current.isValid() else None
+        if run is not None and (self._shown is None or self._shown[0] != str(run.path)):
+            self._open(str(run.path))
+
+    def _open(self, path: str) -> None:
+        worker = self._start(Worker(_open_run(path), self, name="open run"))
+        worker.succeeded.connect(self._on_opened)
+
+    def _on_opened(self, details) -> None:
+        path, status, plan, metrics = details
+        self._show_details((path, status, plan))
+        self.charts.clear()
+        if plan is not None:
+            self.charts.set_total_steps(plan.total_steps)
+        self.charts.load_metrics(metrics)
+        self.runOpened.emit(path)
+
+    def _show_details(self, shown) -> None:
+        self._shown = shown
+        self.details.setVisible(shown is not None)
+        if shown is None:
+            return
+        path, status, plan = shown
+        self.run_title.setText(f"<b>{Path(path).name}</b>")
+        self.run_title.setToolTip(path)
+        words, resumable = STATUS_WORDS.get(status.state, (status.state, False))
+        self.status_label.setText(f"{words}. {status.message}".strip())
+        if plan is not None:
+            self.plan_label.setText(
+                f"{plan.model} · {len(plan.classes)} classes · {plan.num_images} training images · "
+                f"{plan.total_steps} steps of {plan.batch} images at {plan.crop}×{plan.crop} px · "
+                f"learning rate {plan.base_lr:.2g}"
+                + (f" · mixup {plan.mixup_alpha:g}" if plan.mixup_alpha else "")
+            )
+        else:
+            self.plan_label.setText("This run has no plan: it stopped before training began.")
+        has_model = (Path(path) / "model.pt").is_file()
+        self.resume_button.setVisible(resumable)
+        self.resume_button.setEnabled(resumable and plan is not None)
+        self.evaluate_button.setVisible(has_model)
+        self.export_button.setVisible(has_model)
+
+    def _on_resume(self) -> None:
+        if self._shown is not None:
+            self.resumeRequested.emit(self._shown[0])
+
+    def _on_evaluate(self) -> None:
+        if self._shown is not None:
+            self.state.set_run(self._shown[0])
+            self.stepRequested.emit("evaluate")
+
+    # Workers ----------------------------------------------------------------------------------------------
+    def _start(self, worker: Worker) -> Worker:
+        self._workers.append(worker)
+        worker.failed.connect(self._on_failed)
+        worker.done.connect(lambda: self._forget(worker))
+        worker.start()
+        return worker
+
+    def _forget(self, worker: Worker) -> None:
+        self._workers.remove(worker)
+        worker.deleteLater()
+
+    def _on_failed(self, exc) -> None:
+        errors_view.record(exc, "Reading runs")
+        self.status_label.setText(f"Could not read the run: {exc}")
+
+    def shutdown(self) -> None:
+        for worker in list(self._workers):
+            worker.cancel()
+            worker.wait()
