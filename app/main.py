@@ -107,8 +107,8 @@ def _install_excepthook() -> None:
     sys.excepthook = hook
 
 
-def run_gui() -> int:
-    """Open the window and run until it is closed."""
+def run_gui(demo: bool = False, demo_model: str | None = None) -> int:
+    """Open the window and run until it is closed; with `demo`, the window plays the whole path first."""
     setup_logging()
     app = create_application()
     _install_excepthook()
@@ -116,7 +116,29 @@ def run_gui() -> int:
 
     window = MainWindow()
     window.show()
+    if demo:
+        from app.guided_demo import GuidedDemo
+
+        tour = GuidedDemo(window, model=demo_model)
+        tour.start()
     return app.exec()
+
+
+def has_screen(environ: os._Environ | dict | None = None) -> bool:
+    """A window can be seen here: a display, and not Qt's offscreen platform (tests, the self-test)."""
+    env = os.environ if environ is None else environ
+    return display_problem(env) is None and env.get("QT_QPA_PLATFORM", "") not in ("offscreen", "minimal")
+
+
+def _window_demo(argv: list[str]) -> tuple[bool, str | None]:
+    """Whether `argv` asks for the demo in the window, and the model it must use (None: the default).
+
+    `bit-studio demo` (optionally `--offline`) plays in the window where there is a screen; with other
+    options (`--out`, `--no-window`) or without a screen it is the command-line demo.
+    """
+    if argv[:1] != ["demo"] or not set(argv[1:]) <= {"--offline"} or not has_screen():
+        return False, None
+    return True, ("EfficientNet-Lite0" if "--offline" in argv else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         from app.self_test import run
 
         return run()
+    window_demo, demo_model = _window_demo(argv)
+    if window_demo:
+        return run_gui(demo=True, demo_model=demo_model)
     if argv:
         from bit_engine.cli import main as cli_main
 

@@ -282,6 +282,6 @@ def test_another_folder_makes_a_new_plan(plan_window, qtbot, tmp_path):
     qtbot.waitUntil(
         lambda: window.state.config is not None and window.state.config.data_dir == str(other), timeout=60_000
     )
-    summary = window.findChild(QLabel, "planSummaryLabel").text()
+    summary = window.findChild(QLabel, "planDatasetLabel").text()
     assert "80 photos to train on, 20 to check" in summary
     assert "80 images" in _rows(window)["Schedule length"][1]

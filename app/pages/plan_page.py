@@ -184,7 +184,7 @@ class PlanPage(QWidget):
         font.setBold(True)
         title.setFont(font)
         outer.addWidget(title)
-        self.subtitle = _named(QLabel("Loading the model table…"), "planSummaryLabel", "Plan summary")
+        self.subtitle = _named(QLabel("Loading the model table…"), "planDatasetLabel", "What the plan is for")
         self.subtitle.setWordWrap(True)
         outer.addWidget(self.subtitle)
 

@@ -57,6 +57,11 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="try it all on a generated sample dataset (about a minute on a CPU)")
     p.add_argument("--out", help="run folder to create")
     p.add_argument("--offline", action="store_true", help="do not try to download BiT weights")
+    p.add_argument(
+        "--no-window",
+        action="store_true",
+        help="stay in the terminal (where a screen is available, `bit-studio demo` plays in the window)",
+    )
     p.set_defaults(run=_demo)
 
 
