@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import time
 from dataclasses import dataclass
 
@@ -13,7 +16,7 @@ from bit_engine.devices import autocast_dtype, prepare_for_device, resolve_devic
 from bit_engine.models import create_model
 from bit_engine.preparation import Prepared, make_plan, prepare
 from bit_engine.progress import CancelFlag, OperationCancelled, Progress, ProgressCallback
-from bit_engine.trainers import auto_micro_batch
+from bit_engine.trainers import auto_micro_batch, one_cpu_thread
 from bit_engine.units import describe_duration
 
 
@@ -63,7 +66,8 @@ def estimate(
         on_progress: receives "estimating" `Progress`, counting micro-steps.
         cancel: checked between micro-steps.
 
-    Weights are random for the timing: speed does not depend on them, and nothing is downloaded.
+    Weights are random for the timing of full fine-tuning: speed does not depend on them, and nothing is
+    downloaded. The head strategy uses the pre-trained weights when they are on disk (see `_estimate_head`).
 
     Raises:
         OperationCancelled: `cancel` was set.
@@ -83,28 +87,6 @@ def estimate(
         plan = make_plan(config, num_train, median_size)
     num_val = num_val or 0
     device = resolve_device(config.device)
-    model = create_model(config.model, num_classes=2, zero_head=False)
-    model, memory_format = prepare_for_device(model, device)
-    head = config.strategy == "head"
-    mb = config.micro_batch or auto_micro_batch(config.model, plan.crop, plan.batch, device)
-    mb = min(mb, 8 if device.type == "cpu" else mb)  # a timing, not a run: keep it short on a CPU
-    x = torch.randn(mb, 3, plan.crop, plan.crop, device=device).contiguous(memory_format=memory_format)
-    y = torch.zeros(mb, dtype=torch.long, device=device)
-    # Head features and evaluation run in float32 (see evaluate.predict_dataset); training steps may not.
-    dtype = None if head else autocast_dtype(device, config.precision)
-
-    def micro_step() -> None:
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            if head:
-                with torch.no_grad():
-                    model.eval()
-                    model(x)
-            else:
-                model.train()
-                F.cross_entropy(model(x).float(), y).backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     total = timed_steps + 1
 
     def tick(done: int) -> None:
@@ -112,6 +94,23 @@ def estimate(
             raise OperationCancelled("Estimate cancelled.")
         if on_progress is not None:
             on_progress(Progress("estimating", done, total, message=config.strategy))
+
+    if config.strategy == "head":
+        return _estimate_head(config, plan, device, num_train, num_val, tick, total)
+    model = create_model(config.model, num_classes=2, zero_head=False)
+    model, memory_format = prepare_for_device(model, device)
+    mb = config.micro_batch or auto_micro_batch(config.model, plan.crop, plan.batch, device)
+    mb = min(mb, 8 if device.type == "cpu" else mb)  # a timing, not a run: keep it short on a CPU
+    x = torch.randn(mb, 3, plan.crop, plan.crop, device=device).contiguous(memory_format=memory_format)
+    y = torch.zeros(mb, dtype=torch.long, device=device)
+    dtype = autocast_dtype(device, config.precision)
+
+    def micro_step() -> None:
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            model.train()
+            F.cross_entropy(model(x).float(), y).backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     tick(0)
     micro_step()  # warm-up: allocator, kernel selection
@@ -124,12 +123,94 @@ def estimate(
     elapsed = time.perf_counter() - t
     tick(total)
     per_image = elapsed / (timed_steps * mb)
-    if head:
-        seconds = per_image * (num_train + num_val) + plan.total_steps * 0.002
-        how = f"computing features of {num_train + num_val:,} images once, then {plan.total_steps} quick head steps"
+    # Evaluation is forward-only (about a third of a training step per image), ~evaluations+1 times; a
+    # checkpoint (weights and momentum: twice the model) at each evaluation, and the final model.
+    seconds = per_image * (plan.total_steps * plan.batch + (config.evaluations + 1) * num_val / 3)
+    seconds += (config.evaluations + 2) * 2 * _save_seconds(model)
+    how = f"{plan.total_steps:,} steps of {plan.batch} images at {plan.crop}x{plan.crop}"
+    text = f"About {describe_duration(seconds)} on {device.type.upper()} ({how})."
+    return Estimate(config.strategy, seconds, per_image, mb, str(device), text)
+
+
+def _save_seconds(model: torch.nn.Module) -> float:
+    """Time to serialize the model's weights once (what a checkpoint or model.pt costs, disk aside)."""
+    t = time.perf_counter()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, io.BytesIO())
+    return time.perf_counter() - t
+
+
+def _sample_images(folder: str, limit: int) -> list[str]:
+    """Up to `limit` image files under `folder` (the first found: no scan, no sort of a large folder)."""
+    from bit_engine.images import IMAGE_SUFFIXES
+
+    found: list[str] = []
+    for root, _, names in os.walk(folder):
+        photos = [n for n in names if os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES]
+        found += [os.path.join(root, n) for n in photos][: limit - len(found)]
+        if len(found) >= limit:
+            break
+    return found
+
+
+def _estimate_head(config, plan, device: torch.device, num_train: int, num_val: int, tick, total) -> Estimate:
+    """The head strategy's time: preparing the frozen backbone, one feature pass, the head steps, the saves.
+
+    With the pre-trained weights already on disk, the backbone is prepared exactly as the run will (on the
+    CPU that builds the cached onnxruntime graph now, and the run then finds it); otherwise random weights of
+    the same shape are timed and the graph's build time is counted in. Decoding is timed on a few of the
+    folder's own photos: for small inputs it costs as much as the forward pass.
+    """
+    from bit_engine import frozen, weights
+    from bit_engine.transforms import decode_resized
+
+    tick(0)
+    model = create_model(config.model, num_classes=2, zero_head=False)
+    prepared_now = False
+    t = time.perf_counter()
+    with contextlib.suppress(Exception):  # missing weights: time random ones of the same shape
+        weights.load_pretrained(model, config.model, download_if_missing=False)
+        prepared_now = True
+    load = time.perf_counter() - t if prepared_now else 0.0
+    runner = frozen.freeze(model, device, plan.crop, cache=prepared_now)
+    tick(1)
+    # The run pays the cache lookup when the graph was built here, the build itself otherwise.
+    if prepared_now:
+        prepare_s = frozen.freeze(model, device, plan.crop).seconds_to_prepare
     else:
-        # Evaluation is forward-only (about a third of a training step per image), ~evaluations+1 times.
-        seconds = per_image * (plan.total_steps * plan.batch + (config.evaluations + 1) * num_val / 3)
-        how = f"{plan.total_steps:,} steps of {plan.batch} images at {plan.crop}x{plan.crop}"
+        prepare_s = runner.seconds_to_prepare
+    mb = runner.batch_size
+    x = torch.randn(mb, 3, plan.crop, plan.crop).clamp_(-2.5, 2.5)
+    runner.features(x)  # warm-up: allocator, kernel selection
+    t = time.perf_counter()
+    feats = runner.features(x)
+    forward = (time.perf_counter() - t) / mb
+    paths = _sample_images(config.data_dir, 6)
+    decode = 0.0
+    if paths:
+        t = time.perf_counter()
+        for path in paths:
+            with contextlib.suppress(Exception):
+                decode_resized(path, plan.crop)
+        decode = (time.perf_counter() - t) / len(paths)
+    # Head steps: the real computation on features of the real width, on one thread as the run does.
+    opt = torch.optim.SGD(model.head_parameters(), lr=0.0, momentum=0.9)
+    f = feats[torch.randint(0, mb, (plan.batch,))]
+    y = torch.zeros(plan.batch, dtype=torch.long)
+    t = time.perf_counter()
+    with one_cpu_thread(device):
+        for _ in range(3):
+            F.cross_entropy(model.classify(f), y).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    head_step = (time.perf_counter() - t) / 3
+    # A checkpoint (the whole model) at each evaluation and at the end, and the final model.
+    save = _save_seconds(model)
+    tick(total)
+    images = num_train + num_val
+    per_image = forward + decode
+    seconds = (
+        load + prepare_s + images * per_image + plan.total_steps * head_step + (config.evaluations + 2) * save
+    )
+    how = f"computing features of {images:,} images once, then {plan.total_steps} quick head steps"
     text = f"About {describe_duration(seconds)} on {device.type.upper()} ({how})."
     return Estimate(config.strategy, seconds, per_image, mb, str(device), text)

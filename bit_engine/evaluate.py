@@ -23,12 +23,19 @@ def predict_dataset(
     workers: int = 0,
     on_batch: Callable[[int], None] | None = None,
     cancel=None,
+    backend: str = "eager",
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Logits (N x C, float32, CPU) and labels for every sample, in order; None when cancelled.
 
     Always in float32, whatever precision training used: the report then describes exactly what the
-    exported (float32) model does.
+    exported (float32) model does. The forward passes take `frozen.freeze`'s path: `backend` "eager" (WS
+    folded into a copy, cheap for weights that change between calls, as during training) or "auto" (on the
+    CPU onnxruntime on a cached graph of the backbone: for a finished model, evaluated again and again).
+    `memory_format` is kept for callers; the frozen path picks the layout for the device itself.
     """
+    from bit_engine.frozen import freeze
+
+    runner = freeze(model, device, dataset.pre.crop, backend=backend)
     was_training = model.training
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
@@ -37,8 +44,7 @@ def predict_dataset(
         for x, y, _ in loader:
             if cancel is not None and cancel.is_set():
                 return None
-            x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            logits.append(model(x).float().cpu())
+            logits.append(runner.logits(x))
             labels.append(y)
             done += len(y)
             if on_batch is not None:
@@ -182,7 +188,9 @@ def evaluate_run(
             on_progress(Progress("evaluating", done, len(dataset)))
 
     relay(0)
-    result = predict_dataset(model, dataset, dev, memory_format, on_batch=relay, cancel=cancel)
+    result = predict_dataset(
+        model, dataset, dev, memory_format, on_batch=relay, cancel=cancel, backend="auto"
+    )
     if result is None:
         raise OperationCancelled("Evaluation cancelled.")
     report = build_report(

@@ -71,7 +71,6 @@ future release removes it, ``_torch_export`` is the one place to switch to ``dyn
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import os
@@ -92,8 +91,9 @@ from torch import nn
 
 from bit_engine import __version__
 from bit_engine.errors import BitStudioError
+from bit_engine.frozen import _unwrap, cpu_float_copy, fold_weight_standardization
 from bit_engine.inference import parse_input_size, parse_labels
-from bit_engine.models import DEPTHS, Normalization, ResNetV2, StdConv2d
+from bit_engine.models import DEPTHS, Normalization, ResNetV2
 from bit_engine.progress import CancelFlag, OperationCancelled, Progress, ProgressCallback
 
 # Metadata keys (see the module docstring for their values).
@@ -232,67 +232,6 @@ class ExportGraph(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.net(uint8_nhwc_to_input(images, self.mean, self.std))
         return logits, F.softmax(logits, dim=1)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    # DistributedDataParallel keeps the model in `.module`, torch.compile in `._orig_mod`.
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
-
-
-def cpu_float_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of `model` on the CPU in float32, in eval mode, without gradients.
-
-    The parameters are copied straight to the CPU (via deepcopy's memo) so that a big model trained on a GPU
-    is never duplicated in GPU memory.
-    """
-    model = _unwrap(model)
-    memo: dict[int, Any] = {}
-    for p in model.parameters():
-        value = p.detach().to("cpu", torch.float32 if p.is_floating_point() else p.dtype, copy=True)
-        memo[id(p)] = nn.Parameter(value, requires_grad=False)
-    for b in model.buffers():
-        memo[id(b)] = b.detach().to("cpu", torch.float32 if b.is_floating_point() else b.dtype, copy=True)
-    clone = copy.deepcopy(model, memo)
-    return clone.eval()
-
-
-@torch.no_grad()
-def fold_weight_standardization(model: nn.Module) -> nn.Module:
-    """Replace every `StdConv2d` in `model` (in place) by an `nn.Conv2d` holding its standardized weight.
-
-    Call it on a copy (`cpu_float_copy`). The result computes the same function without re-standardizing the
-    weights on every forward, and exports as plain Conv nodes.
-
-    Returns:
-        `model`, for chaining.
-    """
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if not isinstance(child, StdConv2d):
-                continue
-            # Built on the meta device: random initialisation of the big models' weights would be wasted time.
-            conv = nn.Conv2d(
-                child.in_channels,
-                child.out_channels,
-                child.kernel_size,
-                stride=child.stride,
-                padding=child.padding,
-                dilation=child.dilation,
-                groups=child.groups,
-                bias=child.bias is not None,
-                padding_mode=child.padding_mode,
-                device="meta",
-            )
-            conv.weight = nn.Parameter(child.standardized_weight().detach().clone(), requires_grad=False)
-            if child.bias is not None:
-                conv.bias = nn.Parameter(child.bias.detach().clone(), requires_grad=False)
-            conv.train(child.training)
-            setattr(parent, name, conv)
-    return model
 
 
 def describe_backbone(model: nn.Module) -> str:

@@ -56,6 +56,7 @@ def make_plan(config: TrainConfig, num_train: int, median_size) -> hyperrule.Hyp
             mixup=config.mixup,
             flip=config.flip,
             random_crop=config.random_crop,
+            strategy=config.strategy,
         )
     except ValueError as exc:  # the rule's range checks speak to the user, but as ValueErrors
         raise TrainingError(str(exc)) from exc

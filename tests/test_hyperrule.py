@@ -111,3 +111,35 @@ def test_plan_is_json_ready():
 
     d = plan(25_000, (300, 300), "BiT-M-R50x1", batch=256).to_dict()
     assert json.loads(json.dumps(d))["lr_boundaries"] == [3000, 6000, 9000]
+
+
+@pytest.mark.parametrize(
+    ("size", "model", "rule_crop"),
+    [
+        ((500, 375), "BiT-M-R50x1", 384),
+        ((32, 32), "EfficientNet-Lite0", 128),
+        ((640, 480), "BiT-M-R152x4", 480),
+    ],
+)
+def test_head_strategy_keeps_the_pretraining_resolution_with_the_rule_one_click_away(size, model, rule_crop):
+    head = plan(400, size, model, strategy="head")
+    full = plan(400, size, model, strategy="full")
+    assert full.crop == full.rule_crop == rule_crop and full.strategy == "full"
+    assert head.crop == 224 and head.rule_crop == rule_crop and head.strategy == "head"
+    assert head.to_dict()["rule_crop"] == rule_crop and head.to_dict()["crop"] == 224
+    # The resize keeps the rule's ratio to the crop (448/384, 160/128, 512/480).
+    assert head.resize == round(224 * full.resize / full.crop)
+    reason = head.reasons["resolution"]
+    assert "224" in reason and str(rule_crop) in reason and "frozen" in reason
+    assert not head.overrides  # the strategy's own choice, not a user override
+    # Choosing the HyperRule's value is an ordinary override, recorded against the strategy's choice.
+    back = plan(400, size, model, strategy="head", crop=rule_crop)
+    assert back.crop == rule_crop and back.resize == full.resize
+    assert [o.setting for o in back.overrides] == ["resolution"] and back.overrides[0].rule_value == 224
+
+
+def test_full_and_scratch_keep_the_hyperrule_resolution():
+    for strategy in ("full", "scratch"):
+        p = plan(400, (500, 375), "BiT-M-R50x1", strategy=strategy)
+        assert (p.resize, p.crop, p.rule_crop) == (448, 384, 384)
+        assert "Head only" not in p.reasons["resolution"]
