@@ -89,12 +89,16 @@ class TrainConfig:
         """
         problems: dict[str, str] = {}
 
-        def at_least(name: str, minimum: int, what: str) -> None:
+        def at_least(name: str, minimum: int, what: str, maximum: int | None = None) -> None:
+            # The upper bounds keep a config.json edited by hand (or by an attacker) from asking for a
+            # million worker processes or a billion evaluations: a clear message instead of a MemoryError.
             value = getattr(self, name)
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int) or value < minimum
             ):
                 problems[name] = f"{what} must be a whole number of at least {minimum}, not {value!r}."
+            elif value is not None and maximum is not None and value > maximum:
+                problems[name] = f"{what} must be a whole number of at most {maximum}, not {value!r}."
 
         if not str(self.data_dir).strip():
             problems["data_dir"] = "Choose the folder of labelled photos."
@@ -104,12 +108,15 @@ class TrainConfig:
             problems["strategy"] = f"Unknown strategy {self.strategy!r}: use one of {', '.join(STRATEGIES)}."
         at_least("steps", 1, "Steps")
         at_least("batch", 1, "The batch")
-        at_least("resolution", 8, "The resolution")
+        at_least("resolution", 8, "The resolution", 4096)
         at_least("micro_batch", 1, "The micro-batch")
-        at_least("workers", 0, "Workers")
-        at_least("evaluations", 1, "Evaluations")
-        if self.mixup is not None and not (isinstance(self.mixup, int | float) and self.mixup >= 0):
-            problems["mixup"] = f"Mixup alpha cannot be negative, not {self.mixup!r}."
+        at_least("workers", 0, "Workers", 64)
+        at_least("evaluations", 1, "Evaluations", 10_000)
+        at_least("seed", 0, "The seed", 2**63 - 1)
+        if self.mixup is not None and not (
+            isinstance(self.mixup, int | float) and not isinstance(self.mixup, bool) and 0 <= self.mixup <= 10
+        ):
+            problems["mixup"] = f"Mixup alpha must be a number from 0 to 10, not {self.mixup!r}."
         if not (isinstance(self.val_fraction, int | float) and 0.0 < self.val_fraction < 1.0):
             problems["val_fraction"] = (
                 f"Validation fraction must be between 0 and 1, got {self.val_fraction}."
@@ -145,6 +152,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        if not isinstance(d, dict):  # config.json read back from a run folder: anything may be in it
+            raise ConfigError({"config": "The run's settings (config.json) are damaged: not a JSON object."})
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

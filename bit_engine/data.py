@@ -98,7 +98,7 @@ import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from types import MappingProxyType
 from typing import NamedTuple, Protocol
 
@@ -355,6 +355,17 @@ class Split:
                 out = tuple(Sample(str(p), int(label)) for p, label in rows)
                 if any(not 0 <= s.label < len(classes) for s in out):
                     raise ValueError("a label is out of range")
+                for s in out:
+                    # Paths are relative to the data folder and must stay under it: a crafted split.json
+                    # must not make a run read (or an export embed) files from anywhere else.
+                    parts = s.path.replace("\\", "/").split("/")
+                    if (
+                        s.path.startswith("/")
+                        or PureWindowsPath(s.path).drive
+                        or ".." in parts
+                        or "" in parts
+                    ):
+                        raise ValueError(f"the path {s.path!r} leads outside the data folder")
                 return out
 
             return cls(

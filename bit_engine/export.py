@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -91,6 +92,7 @@ from torch import nn
 from bit_engine import __version__
 from bit_engine.errors import BitStudioError
 from bit_engine.frozen import _unwrap, cpu_float_copy, fold_weight_standardization
+from bit_engine.inference import parse_input_size, parse_labels
 from bit_engine.models import DEPTHS, Normalization, ResNetV2
 from bit_engine.progress import CancelFlag, OperationCancelled, Progress, ProgressCallback
 
@@ -309,7 +311,9 @@ def _run_onnxruntime(path: Path, images: np.ndarray) -> tuple[np.ndarray, np.nda
     """(logits, probabilities) of the ONNX file at `path` on the CPU, in chunks."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # its graph-cleaning notes are for graph authors, not the app's users
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     outputs = [session.run([LOGITS_NAME, PROBABILITIES_NAME], {INPUT_NAME: b}) for b in _chunks(images)]
     return np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs])
 
@@ -387,17 +391,82 @@ def _save_with_metadata(
     return dest.parent / data_name
 
 
+def _own_weight_files(path: Path) -> set[Path]:
+    """The external weight files a BiT Studio export at `path` refers to (empty for anything else)."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not an ONNX file at all: it owns nothing
+        return set()
+    if not any(p.key == META_FORMAT_VERSION for p in model.metadata_props):
+        return set()
+    names = {ExternalDataInfo(t).location for t in _get_all_tensors(model) if uses_external_data(t)}
+    # Only plain names beside the file: a location like "../x" never makes the exporter delete "x".
+    return {path.parent / name for name in names if name and Path(name).name == name}
+
+
+def is_bit_studio_export(path: str | os.PathLike) -> bool:
+    """Whether `path` is an ONNX file written by this exporter (it carries the format-version metadata)."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not parseable as ONNX
+        return False
+    return any(p.key == META_FORMAT_VERSION for p in model.metadata_props)
+
+
+def check_destination(out_path: str | os.PathLike, force: bool = False, external_data: bool = True) -> None:
+    """Refuse, before any work, to write an export where it would destroy a file that is not one.
+
+    An existing BiT Studio export at `out_path` is replaced (re-exporting a run is normal); any other file is
+    kept unless `force`. The weights file ``<out_path>.data`` that a large model needs is written only where
+    no file of that name exists or where it belongs to the export being replaced.
+
+    Raises:
+        ExportError: with what to do instead.
+    """
+    out_path = Path(out_path)
+    if out_path.is_dir():
+        raise ExportError(
+            f"{out_path} is a folder; give the .onnx file to write, e.g. {out_path / 'model.onnx'}."
+        )
+    if force:
+        return
+    if out_path.exists() and not is_bit_studio_export(out_path):
+        raise ExportError(
+            f"{out_path} already exists and is not a model exported by BiT Studio, so it was left as it is. "
+            "Choose another name, or remove that file first (on the command line, export --force replaces it)."
+        )
+    data = out_path.parent / (out_path.name + ".data")
+    if external_data and data.exists() and data not in _own_weight_files(out_path):
+        raise ExportError(
+            f"{data} already exists and does not belong to a BiT Studio export of that name, so it was left as "
+            "it is. Choose another name, or remove that file first (on the command line, export --force replaces "
+            "it)."
+        )
+
+
 def _publish(staged: Path, staged_data: Path | None, out_path: Path) -> Path | None:
-    """Move a verified, staged model (and its external weights) into place; return the weights file."""
+    """Move a verified, staged model (and its external weights) into place; return the weights file.
+
+    The weights files the replaced export referred to and the new one does not are removed (they would be
+    orphans); no other file is ever deleted.
+    """
+    previous = _own_weight_files(out_path) if out_path.is_file() else set()
     data_path = None
     if staged_data is not None:
         data_path = out_path.parent / staged_data.name
         os.replace(staged_data, data_path)
     os.replace(staged, out_path)
-    if data_path is None:
-        # A previous export of the same name with external weights would leave an orphan next to it.
+    for orphan in previous - {data_path}:
         with contextlib.suppress(FileNotFoundError):
-            (out_path.parent / (out_path.name + ".data")).unlink()
+            orphan.unlink()
     return data_path
 
 
@@ -414,6 +483,7 @@ def export_onnx(
     backbone: str | None = None,
     run_id: str = "",
     external_data: bool | None = None,
+    force: bool = False,
 ) -> ExportResult:
     """Export `model` to a verified, self-describing ONNX file (see the module docstring for the format).
 
@@ -431,19 +501,22 @@ def export_onnx(
         backbone: name recorded in the metadata; defaults to `describe_backbone(model)`.
         run_id: the training run the weights come from, recorded in the metadata.
         external_data: store the weights in ``<out_path>.data``; None decides by size (needed over 2 GB).
+        force: replace `out_path` (and ``<out_path>.data``) even when it is not a BiT Studio export; without
+            it such a file is refused before any work (see `check_destination`).
 
     Returns:
         The `ExportResult` with the parity figures.
 
     Raises:
         ExportVerificationError: onnxruntime and PyTorch disagree (out_path is left as it was).
-        ExportError: the exporter or the ONNX checker failed.
+        ExportError: the exporter or the ONNX checker failed, or `out_path` is another program's file.
         ValueError: inconsistent arguments (label count, image shape).
     """
     import onnx
 
     started = time.perf_counter()
     out_path = Path(out_path)
+    check_destination(out_path, force, external_data=bool(external_data))
     normalization = _as_normalization(normalization)
     if verify_images is None:
         images, source = random_images(DEFAULT_VERIFY_IMAGES, input_size), "random"
@@ -460,6 +533,8 @@ def export_onnx(
     graph = ExportGraph(fold_weight_standardization(net), normalization).eval()
     if external_data is None:
         external_data = parameter_bytes(graph) > EXTERNAL_DATA_THRESHOLD
+        if external_data:
+            check_destination(out_path, force, external_data=True)  # now known to need <out_path>.data
     meta = build_metadata(labels, input_size, normalization, backbone, run_id, metadata)
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -588,16 +663,19 @@ class _ImageReader:
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._batches, None)
 
-    def rewind(self) -> None:  # only needed by calibrators that read twice (not MinMax)
-        raise NotImplementedError
-
 
 @contextlib.contextmanager
-def _quiet_root_logger():
+def _quiet_quantizer():
     # onnxruntime.quantization reports through the root logger ("consider pre-processing", one warning per
-    # GroupNorm constant); those are notes for graph authors, not for the app's users.
+    # GroupNorm constant), and the sessions it opens to calibrate log through onnxruntime's own C++ logger
+    # ("Removing initializer ... not used by any node", dozens on EfficientNet); those are notes for graph
+    # authors, not for the app's users. onnxruntime has no getter for its default severity: it is left at
+    # errors only, which is what every session of the app asks for anyway.
     import logging
 
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
@@ -605,6 +683,15 @@ def _quiet_root_logger():
         yield
     finally:
         root.setLevel(level)
+
+
+def _softmax_nodes(path: Path) -> list[str]:
+    """Names of the Softmax nodes of a model (the probabilities), which quantization must leave in float."""
+    import onnx
+
+    return [
+        n.name for n in onnx.load(str(path), load_external_data=False).graph.node if n.op_type == "Softmax"
+    ]
 
 
 def _file_bytes(path: Path) -> int:
@@ -638,6 +725,7 @@ def quantize_int8(
     calibration_images: torch.Tensor | np.ndarray | None = None,
     timing_images: int = 8,
     threads: int | None = None,
+    force: bool = False,
 ) -> QuantizeResult:
     """Write an int8 copy of an exported model and measure what it costs and gains.
 
@@ -658,6 +746,7 @@ def quantize_int8(
             then notes that the agreement figures are optimistic).
         timing_images: how many images to time at batch 1.
         threads: intra-op threads for the timing sessions (None: onnxruntime's default).
+        force: replace `out_path` even when it is not a BiT Studio export (see `check_destination`).
 
     Returns:
         The `QuantizeResult` with its figures.
@@ -675,21 +764,33 @@ def quantize_int8(
         raise ValueError(f"method must be one of {QUANTIZATION_METHODS}, got {method!r}.")
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     metadata = read_metadata(onnx_path)
-    size = int(metadata[META_INPUT_SIZE])
-    labels = json.loads(metadata[META_LABELS])
+    if META_FORMAT_VERSION not in metadata:
+        raise ExportError(
+            f"{onnx_path.name} was not exported by BiT Studio: only its exports can be quantized."
+        )
+    size = parse_input_size(metadata.get(META_INPUT_SIZE, ""), onnx_path.name)
+    labels = parse_labels(metadata.get(META_LABELS, ""), onnx_path.name)
     images = _as_uint8_nhwc(verify_images, size)
     external = _has_external_data(onnx_path)
+    check_destination(out_path, force, external_data=external)
     notes: list[str] = []
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".quant", dir=out_path.parent))
     try:
         raw = work / "raw.onnx"
-        with _quiet_root_logger():
+        # The softmax stays in float after the last quantized node: a quantized softmax output has steps
+        # of 1/255, and its probabilities would no longer sum to 1.
+        keep_float = _softmax_nodes(onnx_path)
+        with _quiet_quantizer():
             if method == "dynamic":
                 calibration = "none"
                 quantize_dynamic(
-                    onnx_path, raw, weight_type=QuantType.QInt8, use_external_data_format=external
+                    onnx_path,
+                    raw,
+                    weight_type=QuantType.QInt8,
+                    use_external_data_format=external,
+                    nodes_to_exclude=keep_float,
                 )
             else:
                 if calibration_images is None:
@@ -710,6 +811,7 @@ def quantize_int8(
                     activation_type=QuantType.QUInt8,
                     calibrate_method=CalibrationMethod.MinMax,
                     use_external_data_format=external,
+                    nodes_to_exclude=keep_float,
                 )
         kind = "int8 static QDQ (per-channel weights)" if method == "static" else "int8 dynamic (ConvInteger)"
         staged = work / out_path.name
@@ -721,6 +823,7 @@ def quantize_int8(
         quantized_ops = _count_int8_ops(staged)
 
         options = ort.SessionOptions()
+        options.log_severity_level = 3  # see _quiet_quantizer
         if threads:
             options.intra_op_num_threads = threads
         cpu = ["CPUExecutionProvider"]
@@ -841,6 +944,45 @@ def _run_images(paths: Sequence[str], size: int, limit: int) -> tuple[np.ndarray
     return (np.stack(out) if out else None), kept
 
 
+def _checked_preprocessing(meta: Mapping, path: Path) -> dict[str, Any]:
+    """The model file's pre-processing and class names, checked before they size arrays or become metadata.
+
+    Raises:
+        ExportError: a value of the wrong type or out of range (the file was edited or damaged).
+    """
+    from bit_engine.inference import MAX_INPUT_SIDE, MIN_INPUT_SIDE
+
+    pre = meta.get("preprocessing") if isinstance(meta, Mapping) else None
+    classes = meta.get("classes") if isinstance(meta, Mapping) else None
+
+    def triple(value) -> bool:
+        return (
+            isinstance(value, list)
+            and len(value) == 3
+            and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
+            )
+        )
+
+    crop = pre.get("crop") if isinstance(pre, Mapping) else None
+    ok = (
+        isinstance(crop, int)
+        and not isinstance(crop, bool)
+        and MIN_INPUT_SIDE <= crop <= MAX_INPUT_SIDE
+        and triple(pre.get("mean"))
+        and triple(pre.get("std"))
+        and all(v > 0 for v in pre["std"])
+        and isinstance(classes, list)
+        and all(isinstance(c, str) for c in classes)
+    )
+    if not ok:
+        raise ExportError(
+            f"{path} is damaged: its input size, normalization or class names are missing or out of range. "
+            "Train the run again, or export another one."
+        )
+    return {"crop": crop, "mean": list(pre["mean"]), "std": list(pre["std"])}
+
+
 def export_run(
     run_dir: str | os.PathLike,
     out_path: str | os.PathLike | None = None,
@@ -848,6 +990,7 @@ def export_run(
     quantize: str | None = None,
     verify_limit: int = 64,
     quantize_limit: int = 256,
+    force: bool = False,
     on_progress: ProgressCallback | None = None,
     cancel: CancelFlag | None = None,
 ) -> RunExport:
@@ -860,6 +1003,7 @@ def export_run(
             change, size, speed) with calibration on training images, so the figures are not flattered.
         verify_limit: validation images to compare onnxruntime with PyTorch on.
         quantize_limit: validation images to measure the int8 copy on.
+        force: replace `out_path` (and the int8 copy) even when they are not BiT Studio exports.
         on_progress: receives `Progress` per stage: "exporting" (with its verification), then
             "quantizing" (with its measurement); `done`/`total` count the stages.
         cancel: checked between stages; a cancel raises `OperationCancelled` and writes no export.json
@@ -867,6 +1011,10 @@ def export_run(
 
     Returns:
         The `RunExport`; the same figures are written to ``<run_dir>/export.json``.
+
+    Raises:
+        ExportError: the destination is another program's file, or inside the run's photo folder.
+        RunError: the run folder is incomplete or damaged.
     """
     stages = 2 if quantize == "int8" else 1
 
@@ -877,17 +1025,24 @@ def export_run(
             on_progress(Progress(phase, done, stages, message=message))
 
     from bit_engine.data import Split
+    from bit_engine.fileio import refuse_inside_photos
     from bit_engine.runs import RunDir
 
     if quantize not in (None, "int8"):
         raise ExportError(f"Unknown quantization {quantize!r}: the choice is int8.")
     run = RunDir(run_dir)
     model, meta = run.load_model()
-    pre = meta["preprocessing"]
-    size = int(pre["crop"])
+    pre = _checked_preprocessing(meta, run.file("model.pt"))
+    size = pre["crop"]
     split = Split.from_dict(run.read_json("split.json"))
-    val_paths = [str(split.path_of(s)) for s in split.val]
     out_path = Path(out_path) if out_path is not None else run.file("model.onnx")
+    int8_path = out_path.with_name(out_path.stem + ".int8.onnx")
+    # Refused before minutes of exporting, not after.
+    refuse_inside_photos(out_path, [split.root], "exported model")
+    check_destination(out_path, force, external_data=False)
+    if quantize == "int8":
+        check_destination(int8_path, force, external_data=False)
+    val_paths = [str(split.path_of(s)) for s in split.val]
     stage("exporting", 0, "writing and verifying the ONNX file")
     result = export_onnx(
         model,
@@ -899,6 +1054,7 @@ def export_run(
         backbone=meta["model"],
         run_id=meta.get("run_id", run.run_id),
         metadata={"bit_studio.strategy": meta.get("strategy", "")},
+        force=force,
     )
     quantized = None
     if quantize == "int8":
@@ -909,10 +1065,11 @@ def export_run(
         calibration, _ = _run_images([str(split.path_of(s)) for s in split.train], size, 64)
         quantized = quantize_int8(
             out_path,
-            out_path.with_name(out_path.stem + ".int8.onnx"),
+            int8_path,
             images,
             labels_true=[split.val[i].label for i in kept],
             calibration_images=calibration,
+            force=force,
         )
     record = RunExport(result, quantized)
     run.write_json("export.json", record.to_dict())

@@ -37,6 +37,13 @@ META_INPUT_SIZE = "bit_studio.input_size"
 META_BACKBONE = "bit_studio.backbone"
 PROBABILITIES_NAME = "probabilities"
 
+#: Sides an input image may have, in pixels. BiT's largest resolution is 480; a file claiming 100,000 would
+#: make every prediction allocate gigabytes before onnxruntime could object.
+MIN_INPUT_SIDE, MAX_INPUT_SIDE = 8, 4096
+
+#: Most classes a model may name: far above any folder of labelled photos, far below a memory problem.
+MAX_CLASSES = 100_000
+
 
 class ModelFileError(BitStudioError):
     """The model file is missing, damaged, or incomplete (e.g. its ``.onnx.data`` weights are missing)."""
@@ -44,6 +51,51 @@ class ModelFileError(BitStudioError):
 
 class NotABitStudioModelError(ModelFileError):
     """An ONNX model whose input is not uint8 RGB images (N x H x W x 3): it cannot be fed safely."""
+
+
+class ModelMetadataError(ModelFileError):
+    """A model whose BiT Studio metadata (labels, input size) is malformed or contradicts its graph."""
+
+
+def parse_input_size(value: str, name: str) -> int:
+    """The ``bit_studio.input_size`` metadata entry as a side in pixels, checked against sane bounds.
+
+    Raises:
+        ModelMetadataError: not a whole number within [MIN_INPUT_SIDE, MAX_INPUT_SIDE].
+    """
+    try:
+        side = int(value.strip()) if value.strip().isdigit() else None
+    except ValueError:  # digits beyond int's string limit
+        side = None
+    if side is None or not MIN_INPUT_SIDE <= side <= MAX_INPUT_SIDE:
+        raise ModelMetadataError(
+            f"{name} has a damaged input size in its metadata ({value[:40]!r}; expected a whole number of "
+            f"pixels from {MIN_INPUT_SIDE} to {MAX_INPUT_SIDE}). Export the model again."
+        )
+    return side
+
+
+def parse_labels(value: str, name: str) -> list[str]:
+    """The ``bit_studio.labels`` metadata entry: a non-empty JSON list of strings.
+
+    Raises:
+        ModelMetadataError: anything else (invalid JSON, not a list, a non-string entry, too many).
+    """
+    try:
+        labels = json.loads(value)
+    except (ValueError, RecursionError):
+        labels = None
+    ok = (
+        isinstance(labels, list)
+        and 0 < len(labels) <= MAX_CLASSES
+        and all(isinstance(label, str) for label in labels)
+    )
+    if not ok:
+        raise ModelMetadataError(
+            f"{name} has damaged class names in its metadata (expected a JSON list of text, one per class). "
+            "Export the model again."
+        )
+    return labels
 
 
 class Prediction(NamedTuple):
@@ -158,29 +210,56 @@ class Predictor:
                 f"{self._input.type} with shape {shape}, but BiT Studio models take uint8 RGB images shaped "
                 f"N x height x width x 3. Export the model from BiT Studio to use it here."
             )
+        fixed = (shape[1], shape[2]) if isinstance(shape[1], int) and isinstance(shape[2], int) else None
+        if fixed is not None and not all(MIN_INPUT_SIDE <= side <= MAX_INPUT_SIDE for side in fixed):
+            raise NotABitStudioModelError(
+                f"{self.path.name} takes images of {fixed[0]} x {fixed[1]} pixels; sides from "
+                f"{MIN_INPUT_SIDE} to {MAX_INPUT_SIDE} pixels can be used."
+            )
         if META_INPUT_SIZE in self.metadata:
-            side = int(self.metadata[META_INPUT_SIZE])
+            side = parse_input_size(self.metadata[META_INPUT_SIZE], self.path.name)
             size = (side, side)
-        elif isinstance(shape[1], int) and isinstance(shape[2], int):
-            size = (shape[1], shape[2])
+            if fixed is not None and fixed != size:
+                raise ModelMetadataError(
+                    f"{self.path.name} contradicts itself: its metadata says {side} x {side} pixels, its "
+                    f"graph takes {fixed[0]} x {fixed[1]}. Export the model again."
+                )
+        elif fixed is not None:
+            size = fixed
         else:
             raise NotABitStudioModelError(
                 f"{self.path.name} does not say its input size (no metadata, and its input shape {shape} "
                 f"has no fixed height and width)."
             )
-        return size, shape[0] if isinstance(shape[0], int) else None
+        batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+        return size, batch
 
     def _read_labels(self) -> list[str]:
-        if META_LABELS in self.metadata:
-            return [str(label) for label in json.loads(self.metadata[META_LABELS])]
         count = self._session.get_outputs()[0].shape[-1]
-        if not isinstance(count, int):
+        if not isinstance(count, int) or count <= 0:
             # A symbolic class dimension: one blank image tells how many classes there are.
-            count = self._run(np.zeros((1, *self.input_size, 3), np.uint8)).shape[1]
-        return [f"class {i}" for i in range(count)]
+            try:
+                scores = self._run(np.zeros((1, *self.input_size, 3), np.uint8), normalize=False)
+            except Exception as exc:  # onnxruntime's own types, for a graph that cannot run
+                raise ModelFileError(f"{self.path.name} cannot be run by onnxruntime ({exc}).") from exc
+            count = scores.shape[-1] if scores.ndim == 2 else -1
+        if META_LABELS not in self.metadata:
+            if count <= 0:
+                raise NotABitStudioModelError(
+                    f"{self.path.name} is not a classifier BiT Studio can use: its output is not one row of "
+                    "class scores per image."
+                )
+            return [f"class {i}" for i in range(count)]
+        labels = parse_labels(self.metadata[META_LABELS], self.path.name)
+        if len(labels) != count:
+            raise ModelMetadataError(
+                f"{self.path.name} contradicts itself: its metadata names {len(labels)} classes, its graph "
+                f"outputs {count} scores. Export the model again."
+            )
+        return labels
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities for a uint8 N x H x W x 3 batch."""
+    def _run(self, batch: np.ndarray, normalize: bool = True) -> np.ndarray:
+        """Probabilities for a uint8 N x H x W x 3 batch (the raw output scores when not `normalize`)."""
         if self._fixed_batch is not None and len(batch) != self._fixed_batch:
             # A foreign model with a fixed batch size: run it in chunks of that size, zero-padding the last.
             b = self._fixed_batch
@@ -192,6 +271,8 @@ class Predictor:
             scores = np.concatenate(chunks)
         else:
             scores = self._session.run([self._output], {self._input.name: batch})[0]
+        if not normalize:
+            return scores
         return _softmax(scores.astype(np.float32)) if self._apply_softmax else scores
 
     def _top_k(self, probabilities: np.ndarray, top_k: int) -> list[Prediction]:
@@ -285,3 +366,52 @@ def _image_candidates(folder: Path, recursive: bool) -> list[Path]:
         for p in paths
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Predictions as a spreadsheet
+
+#: First characters that make a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """`text` made inert for a spreadsheet cell: OWASP's escape for CSV injection.
+
+    A cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return would be run as a formula by
+    Excel, LibreOffice or Google Sheets (``=HYPERLINK(...)`` in a file name, say); a leading single quote
+    makes it text. The quote shows in the cell: honest, and the original is easy to recover.
+    """
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def predictions_csv(rows: Iterable[tuple[str, list[Prediction] | BitStudioError]], top_k: int) -> str:
+    """Predictions as CSV text, one row per file, safe to open in a spreadsheet.
+
+    Columns: file, label, probability, label_2, probability_2, ... up to `top_k`, then error (the reason a
+    file was skipped). Text cells (file names, class names, errors) are quoted and escaped with
+    `spreadsheet_safe`; probabilities are plain numbers.
+
+    Args:
+        rows: ``(file, predictions or the error that skipped it)``, as `Predictor.predict_folder` yields.
+        top_k: how many classes each row has room for.
+    """
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, quoting=csv.QUOTE_NONNUMERIC)
+    header = ["file", "label", "probability"]
+    for i in range(2, top_k + 1):
+        header += [f"label_{i}", f"probability_{i}"]
+    writer.writerow([*header, "error"])
+    for file, result in rows:
+        cells: list[str | float] = [spreadsheet_safe(str(file))]
+        if isinstance(result, BaseException):
+            writer.writerow([*cells, *[""] * (len(header) - 1), spreadsheet_safe(str(result))])
+            continue
+        for prediction in result[:top_k]:
+            cells += [spreadsheet_safe(prediction.label), round(float(prediction.probability), 6)]
+        cells += [""] * (len(header) - len(cells))
+        writer.writerow([*cells, ""])
+    return buf.getvalue()

@@ -7,7 +7,8 @@ split.json     the train/validation split, so a resume and an evaluation use the
 status.json    running / cancelled / failed / done, with the step, a message, and who writes it (pid, host,
                heartbeat): a "running" run whose process is gone reads as `interrupted`
 metrics.jsonl  one JSON line per log and per evaluation
-checkpoint.pt  model, optimizer, step and RNG states: what `resume` continues from
+checkpoint.pt  model, optimizer and step: what `resume` continues from (all randomness derives
+               from the seed and the step, so no RNG state is kept)
 model.pt       the final weights with what is needed to use them (model name, classes, pre-processing)
 report.json    accuracy, per-class precision/recall/F1, confusion matrix, every misclassified file
 
@@ -32,7 +33,14 @@ from typing import Any, Literal
 
 from bit_engine import locations
 from bit_engine.errors import BitStudioError
-from bit_engine.fileio import atomic_torch_save, atomic_write_json, atomic_write_text
+from bit_engine.fileio import (
+    UnsafeFileError,
+    append_text,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    load_torch_weights,
+)
 from bit_engine.report import EvaluationReport
 
 RunState = Literal["running", "cancelled", "failed", "done", "interrupted"]
@@ -188,8 +196,7 @@ class RunDir:
     # Metrics ---------------------------------------------------------------------------------------------
     def append_metric(self, record: dict) -> None:
         # Appending one line is all-or-nothing for a crash in practice; `truncate_metrics` tidies up on resume.
-        with open(self.file("metrics.jsonl"), "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        append_text(self.file("metrics.jsonl"), json.dumps(record) + "\n")
 
     def read_metrics(self) -> list[dict]:
         path = self.file("metrics.jsonl")
@@ -213,13 +220,13 @@ class RunDir:
         atomic_torch_save(self.file("checkpoint.pt"), state)
 
     def load_checkpoint(self, map_location="cpu") -> dict:
-        import torch
-
         path = self.file("checkpoint.pt")
         if not path.exists():
             raise RunError(f"{self.path} has no checkpoint to resume from.", self.path)
         try:
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return load_torch_weights(path, map_location)
+        except UnsafeFileError:
+            raise
         except Exception as exc:
             raise RunError(f"The checkpoint {path} is damaged ({exc}).", self.path) from exc
 
@@ -234,8 +241,6 @@ class RunDir:
             RunNotFinishedError: the run has no model.pt yet (finish or resume it first).
             RunError: not a run folder, or a damaged model file.
         """
-        import torch
-
         from bit_engine.models import create_model
 
         path = self.file("model.pt")
@@ -246,11 +251,11 @@ class RunDir:
                 f"{self.path} has no trained model yet (model.pt). Finish or resume the run first.", self.path
             )
         try:
-            payload = torch.load(path, map_location=map_location, weights_only=True)
+            payload = load_torch_weights(path, map_location)
             meta = payload["meta"]
             model = create_model(meta["model"], num_classes=len(meta["classes"]))
             model.load_state_dict(payload["model"])
-        except RunError:
+        except (RunError, UnsafeFileError):
             raise
         except Exception as exc:
             raise RunError(f"The model file {path} is damaged ({exc}).", self.path) from exc

@@ -40,6 +40,7 @@ from bit_engine.devices import prepare_for_device, resolve_device
 from bit_engine.errors import BitStudioError
 from bit_engine.estimate import Estimate, estimate
 from bit_engine.evaluate import build_report, loss_and_top1
+from bit_engine.fileio import OutputPlaceError, check_new_run_folder, remove_stale_temporaries
 from bit_engine.models import create_model
 from bit_engine.preparation import Prepared, TrainingError, make_plan, prepare
 from bit_engine.progress import CancelFlag, OperationCancelled, Progress, ProgressCallback
@@ -232,8 +233,10 @@ def new_run_dir(config: TrainConfig, out: str | Path | None) -> RunDir:
     if out is None:
         return RunDir.create(config.data_dir, config.model)
     run = RunDir(out)
-    if run.exists("config.json"):
-        raise TrainingError(f"{run.path} already holds a run. Resume it, or choose another folder.")
+    try:
+        check_new_run_folder(run.path, config.data_dir)
+    except OutputPlaceError as exc:
+        raise TrainingError(str(exc)) from None
     try:
         run.path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file of that name, a read-only disk, no permission
@@ -281,6 +284,9 @@ def resume(
             # Nothing left to do: say so instead of training or evaluating again.
             report = EvaluationReport.from_dict(run.read_json("report.json"))
             return RunResult(run.path, "done", status.step, status.total_steps, report.accuracy, report)
+    if dist.is_main:
+        # Left by a kill during an atomic write; no other process trains this run (checked just above).
+        remove_stale_temporaries(run.path)
     split = data.Split.from_dict(run.read_json("split.json"))
     missing = split.missing()
     if missing:
@@ -463,7 +469,6 @@ def _train_and_evaluate(
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
         start = int(checkpoint["step"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
     stream = SampleStream(len(train_set), plan.batch, config.seed)
     eval_at = _evaluation_steps(plan.total_steps, config.evaluations)
     last_ckpt = time.monotonic()
@@ -479,7 +484,6 @@ def _train_and_evaluate(
                 "model": {k: v.detach().cpu() for k, v in trainer.unwrapped.state_dict().items()},
                 "optimizer": optimizer.state_dict(),
                 "step": step,
-                "rng": {"torch": torch.get_rng_state()},
                 "config": config.to_dict(),
                 "split": split.to_dict(),
             }

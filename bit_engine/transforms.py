@@ -12,6 +12,7 @@ draws the same crop and flip for the same sample, whatever process or worker loa
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from bit_engine.images import open_rgb, to_model_input
+from bit_engine.errors import BitStudioError
+from bit_engine.images import ImageError, open_rgb, to_model_input
 from bit_engine.models import Normalization
 
 #: Decoded, resized images are kept in memory when they fit in this many bytes (see `should_cache`).
@@ -102,6 +104,22 @@ def decode_resized(path: str | Path, size: int) -> torch.Tensor:
     return torch.from_numpy(to_model_input(open_rgb(path), size).copy()).permute(2, 0, 1)
 
 
+_reported: set[str] = set()
+
+
+def report_broken_photo(error: ImageError) -> None:
+    """Say once per process, on stderr, that a photo that passed the scan can no longer be read."""
+    if error.path in _reported:
+        return
+    _reported.add(error.path)
+    print(
+        f"skipped {error.path!r}: {error.detail} (it changed after the scan); another photo of its class "
+        "takes its place.",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def should_cache(num_images: int, size: int, budget: int = CACHE_BUDGET_BYTES) -> bool:
     """Whether decoded images fit in the in-memory cache.
 
@@ -152,13 +170,37 @@ class ImageDataset(Dataset):
         return len(self.paths)
 
     def load(self, index: int) -> torch.Tensor:
-        if self.cache is not None:
+        if self.cache is not None and self.cache[index] is not None:
             return self.cache[index]
         return decode_resized(self.paths[index], self.size)
 
+    def _load_or_stand_in(self, index: int) -> torch.Tensor:
+        """The image at `index`, or, when its file broke after the scan, the next readable one of its class.
+
+        A photo replaced or damaged while a run goes on must not end the run with a loader traceback: it is
+        reported (once) and skipped, and a photo of the same class takes its place, so the batch keeps its
+        size and every process its schedule.
+        """
+        try:
+            return self.load(index)
+        except ImageError as error:
+            report_broken_photo(error)
+        label, n = self.labels[index], len(self.paths)
+        for other in ((index + k) % n for k in range(1, n)):
+            if self.labels[other] != label:
+                continue
+            try:
+                return self.load(other)
+            except ImageError as error:
+                report_broken_photo(error)
+        raise BitStudioError(
+            f"No photo of class {label} can be read any more: they changed after the scan. Scan the folder "
+            "again (start a new run)."
+        )
+
     def __getitem__(self, key) -> tuple[torch.Tensor, int, int]:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
-        image = self.load(index)
+        image = self._load_or_stand_in(index)
         if self.train:
             # v2's random transforms draw from torch's global generator: seed it per sample, privately.
             with torch.random.fork_rng(devices=[]):
@@ -176,11 +218,15 @@ def build_cache(
     cancel=None,
 ) -> list[torch.Tensor] | None:
     """Decode and resize every image once; None when cancelled."""
-    cache = []
+    cache: list[torch.Tensor | None] = []
     for i, path in enumerate(paths):
         if cancel is not None and cancel.is_set():
             return None
-        cache.append(decode_resized(path, size))
+        try:
+            cache.append(decode_resized(path, size))
+        except ImageError as error:  # broke after the scan: `ImageDataset` stands another photo in
+            report_broken_photo(error)
+            cache.append(None)
         if on_image is not None:
             on_image(i + 1)
     return cache

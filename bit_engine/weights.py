@@ -13,7 +13,6 @@ machine fails in seconds instead of hanging.
 from __future__ import annotations
 
 import contextlib
-import errno
 import math
 import os
 import re
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bit_engine import __version__, locations
+from bit_engine import __version__, fileio, locations
 from bit_engine.errors import BitStudioError
 from bit_engine.fileio import atomic_open
 from bit_engine.models import (
@@ -65,7 +64,7 @@ CHUNK_SIZE = 256 * 1024
 ARCHITECTURES: dict[str, Callable[[int], nn.Module]] = {}
 
 _PARTIAL_SUFFIX = ".partial"
-_DISK_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_DISK_FULL_ERRNOS = fileio.DISK_FULL_ERRNOS
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -100,8 +99,12 @@ class DownloadCancelledError(WeightsError, OperationCancelled):
     """The caller cancelled the download; the partial file is kept for resuming."""
 
 
-class DiskFullError(WeightsError):
+class DiskFullError(WeightsError, fileio.DiskFullError):
     """No space left while writing weights; the message says how much is needed and where."""
+
+
+class DownloadTooLargeError(WeightsError):
+    """The server sends more than the weights file can be: the download is discarded, nothing is kept."""
 
 
 class CorruptWeightsError(WeightsError, NotAnNpzError):
@@ -408,6 +411,27 @@ def download(
     return final
 
 
+def max_download_bytes(spec: ModelSpec) -> int | None:
+    """The largest file accepted as `spec`'s weights: the table's size plus 1% and 1 MiB for the npz's
+    headers and zip structures; None when the table gives no size."""
+    if spec.size_bytes <= 0:
+        return None
+    return spec.size_bytes + spec.size_bytes // 100 + 2**20
+
+
+def _too_large(
+    spec: ModelSpec, url: str, partial: Path, size: int | None, limit: int
+) -> DownloadTooLargeError:
+    with contextlib.suppress(FileNotFoundError):
+        partial.unlink()  # not a file worth resuming: it is not the weights
+    offered = f"{format_bytes(size)}" if size is not None else "more than that"
+    return DownloadTooLargeError(
+        f"The server at {url} sends {offered} for {spec.name}, whose weights take at most "
+        f"{format_bytes(limit)}: that is not the weights file, so nothing was kept. If "
+        f"{WEIGHTS_URL_ENV} is set, check the mirror it names.\n{_import_hint(spec, url)}"
+    )
+
+
 def _fetch(
     spec: ModelSpec,
     url: str,
@@ -450,8 +474,12 @@ def _fetch(
         elif offset:
             # The server ignored Range (200): its body is the whole file, so the partial file is dropped.
             offset = 0
+        table_limit = max_download_bytes(spec)
+        if total is not None and table_limit is not None and total > table_limit:
+            raise _too_large(spec, url, partial, total, table_limit)
+        limit = total if total is not None else table_limit
         _check_free_space(spec, partial, offset, total)
-        _stream(spec, response, partial, offset, total, on_progress, cancel)
+        _stream(spec, response, partial, offset, total, on_progress, cancel, limit, url)
     return None
 
 
@@ -463,7 +491,10 @@ def _stream(
     total: int | None,
     on_progress: ProgressCallback | None,
     cancel: CancelFlag | None,
+    limit: int | None = None,
+    url: str = "",
 ) -> None:
+    """Write the response body to `partial` from `offset`; more than `limit` bytes in all is refused."""
     done, started = offset, time.monotonic()
 
     def report() -> None:
@@ -485,6 +516,9 @@ def _stream(
                     raise _interrupted(spec, partial, done, total, exc) from exc
                 if not chunk:
                     break
+                if limit is not None and done + len(chunk) > limit:
+                    f.close()
+                    raise _too_large(spec, url, partial, None, limit)
                 f.write(chunk)
                 done += len(chunk)
                 report()
@@ -492,7 +526,7 @@ def _stream(
             os.fsync(f.fileno())
     except OSError as exc:
         if exc.errno in _DISK_FULL_ERRNOS:
-            needed = (total if total is not None else spec.size_bytes) - done
+            needed = max(0, (total if total is not None else spec.size_bytes) - done)
             raise _disk_full(spec, partial.parent, needed, kept=partial) from exc
         raise WeightsError(
             f"Cannot write {partial} ({exc.strerror or exc}). Check that folder's permissions, or set "
@@ -569,7 +603,7 @@ def _content_range(value: str | None) -> tuple[int, int | None]:
 
 
 def _check_free_space(spec: ModelSpec, partial: Path, offset: int, total: int | None) -> None:
-    needed = (total if total is not None else spec.size_bytes) - offset
+    needed = max(0, (total if total is not None else spec.size_bytes) - offset)
     free = shutil.disk_usage(partial.parent).free
     if needed > free:
         raise _disk_full(spec, partial.parent, needed, kept=partial if offset else None, free=free)
@@ -712,10 +746,8 @@ def import_npz(path: str | Path, name: str | None = None) -> Path:
     try:
         with atomic_open(final, "wb") as dst, open(source, "rb") as src:
             shutil.copyfileobj(src, dst, CHUNK_SIZE)
-    except OSError as exc:
-        if exc.errno in _DISK_FULL_ERRNOS:
-            raise _disk_full(spec, final.parent, size) from exc
-        raise
+    except fileio.DiskFullError as exc:  # atomic_open's own; this message says how much is needed
+        raise _disk_full(spec, final.parent, size) from exc
     # A half-finished download of the same model is now useless.
     with contextlib.suppress(FileNotFoundError):
         partial_path(spec.name).unlink()

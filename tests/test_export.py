@@ -220,12 +220,13 @@ def test_failed_verification_raises_and_writes_nothing(exported, tmp_path, monke
 
     monkeypatch.setattr(export, "_run_onnxruntime", drifting)
     target = tmp_path / "model.onnx"
-    target.write_bytes(b"previous export")
+    previous = Path(exported["result"].path).read_bytes()
+    target.write_bytes(previous)
     with pytest.raises(ExportVerificationError, match="does not predict like") as info:
         export_onnx(exported["model"], LABELS, SIZE, BIT_NORMALIZATION, target)
     assert info.value.figures["max_abs_prob_diff"] > 1e-4
     assert info.value.figures["n_images"] == export.DEFAULT_VERIFY_IMAGES
-    assert target.read_bytes() == b"previous export"  # the old file is untouched
+    assert target.read_bytes() == previous  # the old export is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no temporary left behind
 
 
@@ -357,3 +358,61 @@ def test_efficientnet_exports_as_is(tmp_path):
     )
     assert result.top1_agree == result.n_images and result.max_abs_prob_diff <= 1e-4
     assert read_metadata(result.path)[export.META_BACKBONE] == "EfficientNetLite"
+
+
+@pytest.mark.parametrize("method", ["static", "dynamic"])
+def test_int8_probabilities_sum_to_one(exported, tmp_path, method):
+    # The softmax is computed in float after the last quantized node; a quantized softmax output moves in
+    # steps of 1/255 and its rows summed to 0.996.
+    result = quantize_int8(
+        exported["result"].path, tmp_path / "m.int8.onnx", exported["verify"], method=method, timing_images=1
+    )
+    probabilities = Predictor(result.path).probabilities(exported["photos"])
+    assert np.abs(probabilities.sum(axis=1) - 1.0).max() < 1e-5
+    nodes = onnx.load(result.path).graph.node
+    assert nodes[-1].op_type == "Softmax" and nodes[-1].output[0] == export.PROBABILITIES_NAME
+
+
+def test_int8_export_prints_none_of_onnxruntimes_warnings(tmp_path, capfd):
+    # EfficientNet's graph made onnxruntime print dozens of "Removing initializer ..." lines while calibrating.
+    from bit_engine.efficientnet import EfficientNetLite
+    from bit_engine.models import get_spec
+
+    torch.manual_seed(0)
+    model = EfficientNetLite(num_classes=2, zero_head=False)
+    fp32 = export_onnx(
+        model, ["a", "b"], SIZE, get_spec("EfficientNet-Lite0").normalization, tmp_path / "e.onnx"
+    )
+    capfd.readouterr()
+    quantize_int8(fp32.path, tmp_path / "e.int8.onnx", random_images(2, SIZE), timing_images=1)
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+def test_normalization_other_than_half_matches_an_independent_reference(exported, tmp_path):
+    # With mean = std = 0.5 everywhere, swapping them (or the channel order of either) changes nothing;
+    # ImageNet's statistics differ per channel and between mean and std, so any such mix-up shows.
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    model = exported["model"]
+    result = export_onnx(
+        model,
+        LABELS,
+        SIZE,
+        {"mean": mean, "std": std},
+        tmp_path / "imagenet.onnx",
+        verify_images=exported["verify"],
+    )
+    assert json.loads(read_metadata(result.path)[export.META_NORMALIZATION]) == {
+        "mean": list(mean),
+        "std": list(std),
+    }
+    batch = exported["verify"]
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2).double() / 255.0
+    x = (x - torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(
+        std, dtype=torch.float64
+    ).view(1, 3, 1, 1)
+    with torch.no_grad():
+        reference = torch.softmax(model(x.float()), dim=1).numpy()
+    got = Predictor(result.path).probabilities([Image.fromarray(image) for image in batch])
+    assert np.abs(got - reference).max() < 1e-4
+    assert not np.allclose(reference, _eager_probabilities(model, batch), atol=1e-3)  # the statistics matter

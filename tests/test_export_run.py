@@ -41,9 +41,11 @@ def test_exported_model_predicts_what_the_app_evaluated(trained_run):
     record = export_run(trained_run.run_dir)
     e = record.export
     assert e.path.endswith("model.onnx") and e.verify_images_source == "caller"
-    assert e.top1_agree == e.n_images == 5 and e.max_abs_prob_diff <= 1e-4  # 24 photos, 0.2 held out
+    n_val = len(json.loads((trained_run.run_dir / "split.json").read_text())["val"])
+    assert n_val >= 5  # every validation photo is compared, not a sample
+    assert e.top1_agree == e.n_images == n_val and e.max_abs_prob_diff <= 1e-4
     saved = RunDir(trained_run.run_dir).read_json("export.json")
-    assert saved["export"]["n_images"] == 5
+    assert saved["export"]["n_images"] == n_val
 
     report = evaluate_run(trained_run.run_dir)
     wrong = {m.file: m.predicted for m in report.misclassified}
@@ -60,7 +62,8 @@ def test_cli_export_then_predict_to_csv(trained_run, tmp_path, capsys):
     out = tmp_path / "exported" / "colours.onnx"
     assert main(["export", str(trained_run.run_dir), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert f"Exported {out}" in text and "same top-1 for 5/5" in text
+    n_val = len(json.loads((trained_run.run_dir / "split.json").read_text())["val"])
+    assert f"Exported {out}" in text and f"same top-1 for {n_val}/{n_val}" in text
 
     folder = trained_run.run_dir.parent / "colours"
     (tmp_path / "notes.jpg").write_text("not an image")
@@ -110,3 +113,59 @@ def test_export_of_an_unfinished_run_says_what_to_do(tmp_path, capsys):
     assert f"bit-studio resume {run.path}" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "empty")]) == 2
     assert "is not a run folder" in capsys.readouterr().err
+
+
+def test_cli_export_keeps_a_foreign_file_unless_forced(trained_run, tmp_path, capsys):
+    out = tmp_path / "report.onnx"
+    out.write_text("the user's own file")
+    assert main(["export", str(trained_run.run_dir), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not a model exported by BiT Studio" in err and "--force" in err and "Traceback" not in err
+    assert out.read_text() == "the user's own file"
+    assert main(["export", str(trained_run.run_dir), "--out", str(out), "--force"]) == 0
+    assert Predictor(out).labels == ["blue", "green", "red"]
+
+
+def test_cli_export_never_writes_into_the_photo_folder(trained_run, capsys):
+    photos = trained_run.run_dir.parent / "colours"
+    before = sorted(p.name for p in photos.rglob("*"))
+    assert main(["export", str(trained_run.run_dir), "--out", str(photos / "red" / "m.onnx")]) == 2
+    assert "never writes into photo folders" in capsys.readouterr().err
+    assert sorted(p.name for p in photos.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"preprocessing": {"crop": 10**6, "mean": [0.5] * 3, "std": [0.5] * 3}},
+        {"preprocessing": {"crop": 32, "mean": [0.5] * 3, "std": [0.0] * 3}},
+        {"preprocessing": {"crop": "32"}},
+        {"classes": ["blue", 7, "red"]},
+    ],
+)
+def test_export_of_a_run_with_a_damaged_model_file_says_so(trained_run, tmp_path, capsys, damage):
+    import shutil
+
+    import torch
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run, ignore=shutil.ignore_patterns("*.onnx*"))
+    payload = torch.load(run / "model.pt", weights_only=True)
+    payload["meta"].update(damage)
+    torch.save(payload, run / "model.pt")
+    assert main(["export", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "model.pt is damaged" in err and "Traceback" not in err
+    assert not (run / "model.onnx").exists()
+
+
+def test_export_of_a_run_whose_split_leaves_the_data_folder_says_so(trained_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run, ignore=shutil.ignore_patterns("*.onnx*"))
+    split = json.loads((run / "split.json").read_text())
+    split["val"][0][0] = "../../../etc/hostname"
+    (run / "split.json").write_text(json.dumps(split))
+    assert main(["export", str(run)]) == 2
+    assert "leads outside the data folder" in capsys.readouterr().err

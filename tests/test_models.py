@@ -103,11 +103,28 @@ def test_not_an_npz_is_refused(tmp_path):
         load_bit_npz(create_model("R50x1", num_classes=2), path)
 
 
+class _Payload:
+    """Unpickling it runs `Path.touch` on the marker: proof that the file's objects were loaded."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (_touch, (self.marker,))
+
+
+def _touch(path: str) -> None:
+    open(path, "w").close()
+
+
 def test_pickled_npz_is_refused(tmp_path):
-    path = tmp_path / "evil.npz"
-    np.savez(path, **{"resnet/root_block/standardized_conv2d/kernel": np.array([object()], dtype=object)})
-    with pytest.raises((NotAnNpzError, ValueError)):
+    path, marker = tmp_path / "evil.npz", tmp_path / "payload-ran"
+    kernel = np.empty(1, dtype=object)
+    kernel[0] = _Payload(marker)
+    np.savez(path, **{"resnet/root_block/standardized_conv2d/kernel": kernel})
+    with pytest.raises(ValueError, match="allow_pickle=False"):  # numpy's own refusal, nothing else
         load_bit_npz(create_model("R50x1", num_classes=2), path)
+    assert not marker.exists(), "the pickled object was loaded"
 
 
 @pytest.mark.parametrize("name", [n for n, s in KNOWN_MODELS.items() if s.family == "bit"])

@@ -134,6 +134,8 @@ def _open_call(path: str):
 def predictions_csv(rows: Sequence[PredictionRow], top_k: int = TOP_K) -> str:
     """The rows as CSV text, in the columns of ``bit-studio predict --csv``: file, label, probability,
     label_2, probability_2, ..., error."""
+    from bit_engine.inference import spreadsheet_safe
+
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     # As many label columns as the answers have (fewer than `top_k` for a model with fewer classes).
@@ -143,12 +145,15 @@ def predictions_csv(rows: Sequence[PredictionRow], top_k: int = TOP_K) -> str:
         header += [f"label_{i}", f"probability_{i}"]
     writer.writerow([*header, "error"])
     for row in rows:
+        # File names, class names and errors may start like a formula: escaped (OWASP, CSV injection).
         if row.error is not None:
-            writer.writerow([row.path, *[""] * (len(header) - 1), row.error])
+            writer.writerow(
+                [spreadsheet_safe(row.path), *[""] * (len(header) - 1), spreadsheet_safe(row.error)]
+            )
             continue
-        cells = [row.path]
+        cells = [spreadsheet_safe(row.path)]
         for label, probability in row.predictions[:k]:
-            cells += [label, f"{probability:.6f}"]
+            cells += [spreadsheet_safe(label), f"{probability:.6f}"]
         cells += [""] * (len(header) - len(cells))
         writer.writerow([*cells, ""])
     return buffer.getvalue()

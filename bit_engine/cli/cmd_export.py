@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 from pathlib import Path
 
 from bit_engine.cli.progress import format_bytes
+from bit_engine.cli.terminal import printable
 
 
 def register(sub) -> None:
@@ -19,6 +18,11 @@ def register(sub) -> None:
         "--quantize",
         choices=("int8",),
         help="also write an int8 copy, with its accuracy change, size and speed measured on the validation split",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the --out file even when it is not a model exported by BiT Studio",
     )
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(run=_export)
@@ -38,7 +42,7 @@ def _export(args) -> int:
     from bit_engine.export import export_run
 
     print(f"Exporting {args.run_dir} ...", file=sys.stderr)
-    record = export_run(args.run_dir, args.out, quantize=args.quantize)
+    record = export_run(args.run_dir, args.out, quantize=args.quantize, force=args.force)
     if args.json:
         print(json.dumps(record.to_dict(), indent=2))
         return 0
@@ -64,40 +68,44 @@ def _export(args) -> int:
 
 def _predict(args) -> int:
     from bit_engine.errors import BitStudioError
-    from bit_engine.inference import Predictor
+    from bit_engine.fileio import atomic_write_text, refuse_inside_photos
+    from bit_engine.inference import Predictor, predictions_csv
 
     if args.top_k < 1:
         raise BitStudioError("--top-k must be at least 1.")
+    if args.csv:
+        refuse_inside_photos(args.csv, args.paths, "CSV file")
     predictor = Predictor(args.model)
     k = min(args.top_k, len(predictor.labels))
-    rows, failures = [], 0
+    results, failures = [], 0
     for path, result in _predictions(predictor, args.paths, k):
+        results.append((path, result))
+        shown = printable(path)
         if isinstance(result, BitStudioError):
             failures += 1
-            rows.append({"file": str(path), "error": str(result)})
             if not args.json:
-                print(f"{path}: skipped: {result}", file=sys.stderr)
+                print(f"{shown}: skipped: {printable(result)}", file=sys.stderr)
             continue
-        row = {
-            "file": str(path),
-            "label": result[0].label,
-            "probability": result[0].probability,
-            "top_k": [(p.label, p.probability) for p in result],
-        }
-        rows.append(row)
         if args.json:
+            row = {
+                "file": str(path),
+                "label": result[0].label,
+                "probability": result[0].probability,
+                "top_k": [(p.label, p.probability) for p in result],
+            }
             print(json.dumps(row, ensure_ascii=False))
         else:
-            others = ", ".join(f"{p.label} {p.probability:.1%}" for p in result[1:])
+            others = ", ".join(f"{printable(p.label)} {p.probability:.1%}" for p in result[1:])
             print(
-                f"{path}: {result[0].label} {result[0].probability:.1%}" + (f"  ({others})" if others else "")
+                f"{shown}: {printable(result[0].label)} {result[0].probability:.1%}"
+                + (f"  ({others})" if others else "")
             )
     if args.csv:
-        _write_csv(Path(args.csv), rows, k)
-        print(f"Wrote {len(rows)} rows to {args.csv}", file=sys.stderr)
-    if not rows:
+        atomic_write_text(Path(args.csv), predictions_csv(results, k))
+        print(f"Wrote {len(results)} rows to {printable(args.csv)}", file=sys.stderr)
+    if not results:
         raise BitStudioError("No images found in the given paths.")
-    return 0 if failures < len(rows) else 2
+    return 0 if failures < len(results) else 2
 
 
 def _predictions(predictor, paths, k):
@@ -112,24 +120,3 @@ def _predictions(predictor, paths, k):
                 yield path, predictor.predict(path, top_k=k)
             except BitStudioError as exc:
                 yield path, exc
-
-
-def _write_csv(path: Path, rows: list[dict], k: int) -> None:
-    from bit_engine.fileio import atomic_write_text
-
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    header = ["file", "label", "probability"]
-    for i in range(2, k + 1):
-        header += [f"label_{i}", f"probability_{i}"]
-    writer.writerow([*header, "error"])
-    for row in rows:
-        if "error" in row:
-            writer.writerow([row["file"], *[""] * (len(header) - 1), row["error"]])
-            continue
-        cells = [row["file"]]
-        for label, prob in row["top_k"]:
-            cells += [label, f"{prob:.6f}"]
-        cells += [""] * (len(header) - len(cells))
-        writer.writerow([*cells, ""])
-    atomic_write_text(path, buf.getvalue())

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from bit_engine.cli.progress import TextProgress, format_bytes, format_duration
+from bit_engine.cli.terminal import printable
 from bit_engine.config import PRECISIONS, STRATEGIES
 
 
@@ -161,11 +162,13 @@ def _config(args, strategy: str):
 
 
 def _print_report(report, more: str = "see dataset.json in the run") -> None:
-    print(f"Dataset {report.root}")
+    # Folder and file names are data: control characters in them are escaped, never sent to the terminal.
+    print(f"Dataset {printable(report.root)}")
     if report.layout_note:
         print(f"  {report.layout_note}")
-    width = max((len(c) for c in report.classes), default=5)
-    for i, name in enumerate(report.classes):
+    names = [printable(c) for c in report.classes]
+    width = max((len(c) for c in names), default=5)
+    for i, name in enumerate(names):
         counts = "  ".join(f"{k} {v[i]:>5}" for k, v in report.counts.items())
         print(f"  {name:<{width}}  {counts}")
     if report.median_size:
@@ -178,7 +181,7 @@ def _print_report(report, more: str = "see dataset.json in the run") -> None:
         print(f"  {len(notable)} {'item was' if len(notable) == 1 else 'items were'} skipped:")
         shown = notable if len(notable) <= 15 else notable[:10]  # "... and 1 more" would save nothing
         for s in shown:
-            print(f"    {s.path}: {s.message}")
+            print(f"    {printable(s.path)}: {printable(s.message)}")
         if len(shown) < len(notable):
             print(f"    ... and {len(notable) - len(shown)} more ({more})")
     hidden = len(report.skipped) - len(notable)
@@ -187,9 +190,9 @@ def _print_report(report, more: str = "see dataset.json in the run") -> None:
             f"  {hidden} hidden or system {'file' if hidden == 1 else 'files'} (.DS_Store, Thumbs.db, ...) left out"
         )
     for w in report.warnings:
-        print(f"  warning: {w}")
+        print(f"  warning: {printable(w)}")
     for e in report.errors:
-        print(f"  error: {e}")
+        print(f"  error: {printable(e)}")
 
 
 def _print_plan(plan) -> None:
@@ -310,14 +313,17 @@ def _print_mistakes(report, limit: int = 5) -> None:
         return
     for name, m in report.per_class.items():
         print(
-            f"  {name:<20} precision {m.precision:.2f}  recall {m.recall:.2f}  "
+            f"  {printable(name):<20} precision {m.precision:.2f}  recall {m.recall:.2f}  "
             f"F1 {m.f1:.2f}  ({m.support} image{'' if m.support == 1 else 's'})"
         )
     mistakes = report.misclassified
     if mistakes:
         print(f"  {len(mistakes)} validation images misclassified; the most confident mistakes:")
         for m in mistakes[:limit]:
-            print(f"    {m.file}: {m.true} taken for {m.predicted} ({m.confidence:.0%})")
+            print(
+                f"    {printable(m.file)}: {printable(m.true)} taken for {printable(m.predicted)} "
+                f"({m.confidence:.0%})"
+            )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -604,7 +610,7 @@ def _evaluate(args) -> int:
         return 0
     print(f"Accuracy {report.accuracy:.1%} on {report.num_images} images ({report.split}).")
     if report.unknown_classes:
-        unknown = ", ".join(f"{k} ({v})" for k, v in report.unknown_classes.items())
+        unknown = ", ".join(f"{printable(k)} ({v})" for k, v in report.unknown_classes.items())
         print(f"  left out, classes the model does not know: {unknown}")
     _print_mistakes(report)
     return 0
