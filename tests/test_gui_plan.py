@@ -72,9 +72,10 @@ def test_the_plan_shows_the_rule_for_this_folder_and_marks_an_edit_as_an_overrid
     page = window.pages["plan"]
     assert window.findChild(QComboBox, "modelPicker").currentData() == tiny_bit
     rows = _rows(window)
-    # 30 photos of 40x30 pixels: small images -> 160/128, under 20,000 photos -> 500 steps, no mixup.
-    assert rows["Resize, then crop"][0] == "160 px, random crop 128 px"
-    assert "smaller than 96x96" in rows["Resize, then crop"][1]
+    # 30 photos of 40x30 pixels, under 20,000 photos -> 500 steps, no mixup. Head only is recommended here, and
+    # a frozen backbone keeps its pre-training size: 224 (280 before the crop), with the HyperRule's 128 named.
+    assert rows["Resize, then crop"][0] == "280 px, random crop 224 px"
+    assert "Head only" in rows["Resize, then crop"][1] and "128x128" in rows["Resize, then crop"][1]
     assert rows["Schedule length"][0].startswith("500 steps")
     assert rows["Warm-up"][0] == "100 steps"
     assert rows["Learning-rate drops"][0] == "÷10 at steps 200, 300, 400"
