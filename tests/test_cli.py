@@ -137,7 +137,9 @@ def test_plan_json_is_machine_readable_and_matches_the_scan(bad_corpus, tiny_bit
     assert dataset["classes"] == bad_corpus["classes"]
     assert {s["path"]: s["reason"] for s in dataset["skipped"]} == bad_corpus["skipped"]
     assert doc["split"]["train"] + doc["split"]["val"] == len(bad_corpus["valid"])
-    assert plan["total_steps"] == 40 and plan["batch"] == 512 and plan["crop"] == 128
+    assert plan["total_steps"] == 40 and plan["batch"] == 512
+    # The head strategy keeps the backbone's pre-training resolution; the HyperRule's own value stays at hand.
+    assert plan["crop"] == 224 and plan["rule_crop"] == 128 and "Head only" in plan["reasons"]["resolution"]
     assert [o["setting"] for o in plan["overrides"]] == ["steps"]
     [estimate] = doc["estimates"]
     assert estimate["strategy"] == "head" and estimate["seconds"] > 0
