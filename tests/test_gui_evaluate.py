@@ -182,6 +182,27 @@ def test_export_shows_its_figures_and_feeds_predict(qtbot, page, run, tmp_path, 
     qtbot.waitUntil(lambda: panel.export_button.isEnabled())
 
 
+def test_export_replaces_a_foreign_file_only_when_the_save_dialog_agreed(
+    qtbot, page, run, tmp_path, monkeypatch
+):
+    foreign = tmp_path / "notes.onnx"
+    foreign.write_bytes(b"someone else's file")
+    _load(qtbot, page, run)
+    panel = page.export_panel
+    panel.int8_box.setChecked(False)
+    # Without the dialog's agreement (a script calling export_to): the engine keeps the person's file.
+    panel.export_to(str(foreign))
+    qtbot.waitUntil(lambda: not panel.is_busy(), timeout=180_000)
+    assert foreign.read_bytes() == b"someone else's file"
+    assert page.state.onnx_path != str(foreign)
+    # Through the button: the save dialog asked "replace?" before returning the path, so it is replaced.
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(foreign), "ONNX model (*.onnx)"))
+    with qtbot.waitSignal(page.state.modelExported, timeout=180_000):
+        qtbot.mouseClick(panel.export_button, Qt.MouseButton.LeftButton)
+    assert foreign.read_bytes() != b"someone else's file" and page.state.onnx_path == str(foreign)
+    qtbot.waitUntil(lambda: panel.export_button.isEnabled())
+
+
 def test_failed_verification_says_so_and_keeps_the_previous_file(qtbot, page, run, tmp_path, monkeypatch):
     from bit_engine import export
 

@@ -30,13 +30,20 @@ from app.workers import Worker, user_message
 from bit_engine.units import format_bytes
 
 
-def _export_call(run_dir: str, out_path: str, int8: bool):
+def _export_call(run_dir: str, out_path: str, int8: bool, force: bool):
     def call(on_progress, cancel):
         from bit_engine.export import export_run
         from bit_engine.progress import Progress
 
         on_progress(Progress("exporting", message="Exporting and checking it against the app's model…"))
-        return export_run(run_dir, out_path, quantize="int8" if int8 else None)
+        return export_run(
+            run_dir,
+            out_path,
+            quantize="int8" if int8 else None,
+            force=force,
+            on_progress=on_progress,
+            cancel=cancel,
+        )
 
     return call
 
@@ -153,8 +160,15 @@ class ExportPanel(QGroupBox):
     def default_path(self) -> str:
         return str(Path(self.run_dir) / "model.onnx") if self.run_dir else "model.onnx"
 
-    def export_to(self, out_path: str, int8: bool | None = None) -> None:
-        """Export the run's model to `out_path` in the background (what the button does after its dialog)."""
+    def export_to(self, out_path: str, int8: bool | None = None, replace: bool = False) -> None:
+        """Export the run's model to `out_path` in the background (what the button does after its dialog).
+
+        Args:
+            out_path: the .onnx file to write.
+            int8: also write an int8 copy (None: as the checkbox says).
+            replace: the person agreed to replace an existing file that is not a BiT Studio export (the save
+                dialog asks before it returns such a path); otherwise the engine refuses to overwrite it.
+        """
         if self.run_dir is None or self.is_busy():
             return
         if int8 is not None:
@@ -162,7 +176,9 @@ class ExportPanel(QGroupBox):
         if not out_path.lower().endswith(".onnx"):
             out_path += ".onnx"
         self._target = out_path
-        worker = Worker(_export_call(self.run_dir, out_path, self.int8_box.isChecked()), self, "export")
+        worker = Worker(
+            _export_call(self.run_dir, out_path, self.int8_box.isChecked(), replace), self, "export"
+        )
         worker.progress.connect(self._on_progress)
         worker.succeeded.connect(self._on_succeeded)
         worker.failed.connect(self._on_failed)
@@ -189,7 +205,7 @@ class ExportPanel(QGroupBox):
             self, "Export the model", self.default_path(), "ONNX model (*.onnx)"
         )
         if path:
-            self.export_to(path)
+            self.export_to(path, replace=True)  # the dialog asked before returning an existing file
 
     def _on_progress(self, progress) -> None:
         message = getattr(progress, "message", "")
