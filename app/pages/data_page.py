@@ -41,6 +41,7 @@ from app.widgets.class_table import (
     ClassTableModel,
     ThumbnailStripDelegate,
 )
+from app.widgets.naming import named as _named
 from app.widgets.thumbnails import ThumbnailLoader
 from app.workers import Worker, user_message
 
@@ -61,12 +62,6 @@ def _title(text: str, scale: float = 1.5) -> QLabel:
     font.setBold(True)
     label.setFont(font)
     return label
-
-
-def _named(widget, name: str, accessible: str):
-    widget.setObjectName(name)
-    widget.setAccessibleName(accessible)
-    return widget
 
 
 class DataPage(QWidget):

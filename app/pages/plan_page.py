@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 from app import settings, timing
 from app.state import AppState
 from app.widgets.hyperrule_table import HyperRuleDelegate, HyperRuleModel
+from app.widgets.naming import named as _named
 from app.workers import Worker, user_message
 
 #: Below this many training photos, training only a new head is recommended (the small-dataset scenario:
@@ -134,12 +135,6 @@ def _section(title: str, name: str) -> QGroupBox:
     box = QGroupBox(title)
     box.setObjectName(name)
     return box
-
-
-def _named(widget, name: str, accessible: str):
-    widget.setObjectName(name)
-    widget.setAccessibleName(accessible)
-    return widget
 
 
 class PlanPage(QWidget):
