@@ -655,33 +655,31 @@ def hyperrule_story(plan: hyperrule.HyperRulePlan) -> tuple[RuleExplanation, ...
     )
     small = w * h < hyperrule.SMALL_IMAGE_AREA
     chosen = any(o.setting == "resolution" for o in plan.overrides)
-    if plan.strategy == "head" and not chosen and plan.crop != plan.rule_crop:
+    resize, crop = hyperrule.resolution(plan.median_size, plan.model)
+    if small:
         why = (
-            "This plan trains only a new last layer on top of the frozen network, which sees objects best "
-            f"at the size it was pre-trained at, {hyperrule.PRETRAINING_CROP} pixels. Fine-tuning the "
-            f"whole network would use the HyperRule's {plan.rule_crop} pixels."
-        )
-    elif small:
-        why = (
-            "Your photos are small (under 96x96 pixels), so they are enlarged to 160x160 and a random "
-            "128x128 part is cut out each time: a larger input would add no detail to so small a photo, "
-            "only time. The random part differs every time, so the model sees slightly shifted versions."
+            f"Your photos are small (under 96x96 pixels), so the rule enlarges them to {resize}x{resize} and "
+            f"cuts a random {crop}x{crop} part out each time: a larger input would add no detail to so small "
+            "a photo, only time."
         )
     else:
         why = (
-            "Your photos are 96x96 pixels or larger, so they are resized to 448x448 and a random 384x384 "
-            "part is cut out each time. That is larger than the 224 pixels the network was pre-trained "
-            "at: fine-tuning at a higher resolution lets it use finer detail. The random part differs every "
-            "time, so the model sees slightly shifted versions."
+            f"Your photos are 96x96 pixels or larger, so the rule resizes them to {resize}x{resize} and cuts "
+            f"a random {crop}x{crop} part out each time: larger than the {hyperrule.PRETRAINING_CROP} pixels "
+            "the network was pre-trained at, because fine-tuning at a higher resolution lets it use finer "
+            "detail."
         )
+    why += " The random part differs every time, so the model sees slightly shifted versions."
+    if chosen:
+        why = "You chose the size yourself. The rule's reasoning: " + why
+    elif plan.strategy == "head" and plan.crop != crop:
+        why = "For fine-tuning the whole network, the HyperRule goes by the size of your photos. " + why
     story.append(
         RuleExplanation(
             "resolution",
             "Picture size",
             plan.reasons["resolution"],
-            ("You chose the size yourself. The rule's reasoning: " if chosen else "")
-            + why
-            + " Photos are squeezed to a square whatever their shape, as in the paper.",
+            why + " Photos are squeezed to a square whatever their shape, as in the paper.",
         )
     )
     if plan.mixup_alpha > 0:

@@ -167,7 +167,8 @@ def test_the_plan_is_the_configs_when_there_is_one(report):
     plan = explain.plan_for(report, config)
     assert plan.total_steps == 50 and plan.crop == hyperrule.PRETRAINING_CROP
     story = {item.key: item for item in explain.hyperrule_story(plan)}
-    assert "changes" in story and "frozen" in story["resolution"].decision.lower() + story["resolution"].why
+    assert "changes" in story and "frozen" in story["resolution"].decision
+    assert "whole network" in story["resolution"].why and "160x160" in story["resolution"].why
 
 
 def test_explain_reports_progress_and_stops_when_cancelled(report):
