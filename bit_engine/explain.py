@@ -118,7 +118,8 @@ def _bit_candidates(model: str) -> list[str]:
 
 
 def _bit_kernels(model: str) -> Kernels | None:
-    for name in _bit_candidates(model):
+    names = _bit_candidates(model)
+    for name in names:
         path = weights.cached_path(name)
         if path is None:
             continue
@@ -131,7 +132,12 @@ def _bit_kernels(model: str) -> Kernels | None:
             continue  # a damaged cache file: the Plan step says so; here the next source will do
         if stem.ndim != 4 or kernel.ndim != 4 or stem.shape[1] != 3:
             continue
-        planned = "" if name == model else f" (the planned {model}'s weights are not downloaded)"
+        if name == model:
+            planned = ""
+        elif model in names:
+            planned = f" (the planned {model}'s weights are not downloaded)"
+        else:
+            planned = f" (the planned {model} is not a BiT model)"
         return Kernels(
             model=name,
             pretrained=True,
@@ -633,9 +639,8 @@ def hyperrule_story(plan: hyperrule.HyperRulePlan) -> tuple[RuleExplanation, ...
             "size",
             "How many photos",
             f"{n:,} photos to train on, {_size_tier(n)}.",
-            f"BiT sorts every task into one of three sizes (fewer than {hyperrule.SMALL_TASK:,} photos, up to "
-            f"{hyperrule.LARGE_TASK:,}, or more) and takes its schedule and mixup from that alone. The "
-            "validation photos are kept apart to measure the result and are not counted.",
+            f"Tasks come in three sizes (under {hyperrule.SMALL_TASK:,} photos, under "
+            f"{hyperrule.LARGE_TASK:,}, more), which set the schedule and mixup; validation photos do not count.",
         )
     ]
     seen = plan.total_steps * plan.batch / n
@@ -645,12 +650,10 @@ def hyperrule_story(plan: hyperrule.HyperRulePlan) -> tuple[RuleExplanation, ...
             "steps",
             "How long it trains",
             plan.reasons["steps"],
-            f"Each step shows the model {plan.batch:,} photos and adjusts its weights a little; in "
-            f"{plan.total_steps:,} steps every one of your photos is seen about {seen:,.0f} times. The "
-            f"adjustments start gently, growing over the first {plan.warmup_steps:,} steps, so the first "
-            "steps do not wreck what the network learned in pre-training; they shrink tenfold after steps "
-            f"{boundaries}, so the last steps fine-tune. More photos get more steps: 500 for a small task, "
-            "10,000 for a medium one, 20,000 for a large one.",
+            f"Each step shows the model {plan.batch:,} photos and adjusts its weights a little: in "
+            f"{plan.total_steps:,} steps each of your photos is seen about {seen:,.0f} times. The adjustments "
+            f"grow over the first {plan.warmup_steps:,} steps, so the start does not wreck what pre-training "
+            f"learned, and shrink tenfold after steps {boundaries}, to end with fine corrections.",
         )
     )
     small = w * h < hyperrule.SMALL_IMAGE_AREA
@@ -658,28 +661,25 @@ def hyperrule_story(plan: hyperrule.HyperRulePlan) -> tuple[RuleExplanation, ...
     resize, crop = hyperrule.resolution(plan.median_size, plan.model)
     if small:
         why = (
-            f"Your photos are small (under 96x96 pixels), so the rule enlarges them to {resize}x{resize} and "
-            f"cuts a random {crop}x{crop} part out each time: a larger input would add no detail to so small "
-            "a photo, only time."
+            f"Your photos are small (under 96x96 pixels): enlarged to {resize}x{resize}, with a random "
+            f"{crop}x{crop} part cut out each time. A larger input would add no detail, only time."
         )
     else:
         why = (
-            f"Your photos are 96x96 pixels or larger, so the rule resizes them to {resize}x{resize} and cuts "
-            f"a random {crop}x{crop} part out each time: larger than the {hyperrule.PRETRAINING_CROP} pixels "
-            "the network was pre-trained at, because fine-tuning at a higher resolution lets it use finer "
-            "detail."
+            f"Your photos are 96x96 pixels or larger: resized to {resize}x{resize}, with a random {crop}x{crop} "
+            f"part cut out each time, more than the {hyperrule.PRETRAINING_CROP} pixels of pre-training: "
+            "fine-tuning at a higher resolution lets the network use finer detail."
         )
-    why += " The random part differs every time, so the model sees slightly shifted versions."
     if chosen:
         why = "You chose the size yourself. The rule's reasoning: " + why
     elif plan.strategy == "head" and plan.crop != crop:
-        why = "For fine-tuning the whole network, the HyperRule goes by the size of your photos. " + why
+        why = "For fine-tuning the whole network the rule goes by photo size. " + why
     story.append(
         RuleExplanation(
             "resolution",
             "Picture size",
             plan.reasons["resolution"],
-            why + " Photos are squeezed to a square whatever their shape, as in the paper.",
+            why + " Photos are squeezed to a square, whatever their shape.",
         )
     )
     if plan.mixup_alpha > 0:
@@ -690,8 +690,8 @@ def hyperrule_story(plan: hyperrule.HyperRulePlan) -> tuple[RuleExplanation, ...
         )
     else:
         why = (
-            f"Below {hyperrule.SMALL_TASK:,} photos, BiT trains without mixup: blending photos did not help "
-            "small tasks. The Mixup section shows what it would do, with the 0.1 used for larger tasks."
+            f"Blending photos did not help tasks under {hyperrule.SMALL_TASK:,} photos. The Mixup section shows "
+            "what it does, with the 0.1 of larger tasks."
         )
     story.append(RuleExplanation("mixup", "Mixup", plan.reasons["mixup"], why))
     if plan.overrides:

@@ -58,6 +58,10 @@ def test_the_demonstration_uses_cached_bit_weights_with_weight_standardization(r
     # The BiT stem is the model's own standardized convolution.
     conv = kernels.stem_conv()
     assert isinstance(conv, models.StdConv2d)
+    assert "(the planned" not in kernels.source
+    # Another BiT model in the cache stands in for a planned model without weights, and says so.
+    assert "BiT-M-R50x1's weights are not downloaded" in explain.load_kernels("BiT-M-R50x1").source
+    assert "EfficientNet-Lite0 is not a BiT model" in explain.load_kernels("EfficientNet-Lite0").source
     demo = explain.normalization_demo(report, kernels)
     assert demo.channels == 64 and demo.groups == 32 and tiny_bit in demo.layer
     assert max(demo.group_norm_change) < 1e-9 < 0.1 < demo.batch_norm_change[-1]
@@ -147,7 +151,7 @@ def test_the_hyperrule_story_is_the_plan_in_words(report):
     seen = round(plan.total_steps * plan.batch / plan.num_images)
     assert f"about {seen:,} times" in story["steps"].why
     assert "160x160" in story["resolution"].why and "128x128" in story["resolution"].why  # 40x30 photos
-    assert "without mixup" in story["mixup"].why
+    assert "no mixup" in story["mixup"].decision and "did not help" in story["mixup"].why
 
 
 def test_the_hyperrule_story_follows_a_large_task_and_the_users_changes():

@@ -37,10 +37,10 @@ from app.workers import Worker, user_message
 pg.setConfigOptions(useOpenGL=False, antialias=True)
 
 #: Side in pixels of the normalized feature maps and of the photo beside them.
-MAP_SIDE = 84
+MAP_SIDE = 76
 
 #: Side in pixels of the mixup pictures.
-MIX_SIDE = 132
+MIX_SIDE = 120
 
 _BEFORE = QColor("#0072B2")  # Okabe-Ito blue and orange, as the training charts
 _AFTER = QColor("#D55E00")
@@ -54,8 +54,8 @@ NORMALIZATION_TEXT = (
     "Between its layers a network rescales its numbers to keep them in a workable range. BatchNorm, used by "
     "most networks, takes the averages for that from the whole batch of photos trained together, so its "
     "result for your photo depends on the other photos in the batch. GroupNorm, which BiT uses, takes them "
-    "from each photo alone: the same result in a batch of 1 or of 32. So BiT trains as well a few photos at "
-    "a time on one small GPU as on many GPUs, which need not share any averages."
+    "from each photo alone: the same result in a batch of 1 or of 32. So BiT trains the same a few photos at "
+    "a time on one small GPU as on many GPUs, with no averages to share."
 )
 
 STANDARDIZATION_TEXT = (
@@ -67,8 +67,8 @@ STANDARDIZATION_TEXT = (
 
 MIXUP_TEXT = (
     "Mixup trains on blends of two photos, labelled with the same blend (“63% cat, 37% dog”), so the model "
-    "learns to be less certain between classes instead of memorizing photos. The weight of the first photo, "
-    "λ, is drawn at random from a Beta(α, α) distribution at every training step."
+    "learns to be less certain between classes. The first photo's weight λ is drawn from a Beta(α, α) "
+    "distribution at every training step."
 )
 
 HYPERRULE_TEXT = (
@@ -358,8 +358,16 @@ class HowItWorksPage(QWidget):
 
     def _on_inputs_changed(self, *_args) -> None:
         self._stale = True
+        self._stop()  # its numbers would be for the previous folder or plan
         if self.isVisible():
             self.refresh()
+
+    def _stop(self) -> None:
+        for old in (self._job, self._redraw):
+            if old is not None:
+                old.cancel()
+                self._old_workers.append(old)
+        self._job = self._redraw = None
 
     def is_busy(self) -> bool:
         """Whether demonstrations (or a new mixup draw) are being computed."""
@@ -371,11 +379,7 @@ class HowItWorksPage(QWidget):
         if report is None or not report.ok:
             return  # the window shows why the step cannot be used
         self._stale = False
-        for old in (self._job, self._redraw):
-            if old is not None:
-                old.cancel()
-                self._old_workers.append(old)
-        self._redraw = None
+        self._stop()
 
         def run(on_progress, cancel):
             from bit_engine import explain
@@ -387,9 +391,10 @@ class HowItWorksPage(QWidget):
         self.views.setCurrentIndex(0)
         self.redraw_button.setEnabled(False)
         job = Worker(run, self, name="how it works")
-        job.progress.connect(self._on_progress)
-        job.succeeded.connect(self._on_explained)
-        job.failed.connect(self._on_failed)
+        job.progress.connect(lambda progress: self._on_progress(progress) if job is self._job else None)
+        # A job replaced by a newer one (the folder or plan changed meanwhile) reports to no one.
+        job.succeeded.connect(lambda result: self._on_explained(result) if job is self._job else None)
+        job.failed.connect(lambda exc: self._on_failed(exc) if job is self._job else None)
         job.done.connect(lambda: self._on_job_done(job))
         self._job = job
         job.start()
@@ -432,8 +437,8 @@ class HowItWorksPage(QWidget):
 
         self.redraw_button.setEnabled(False)
         job = Worker(draw, self, name="mixup draw")
-        job.succeeded.connect(self._show_mixup)
-        job.failed.connect(self._on_failed)
+        job.succeeded.connect(lambda demo: self._show_mixup(demo) if job is self._redraw else None)
+        job.failed.connect(lambda exc: self._on_failed(exc) if job is self._redraw else None)
         job.done.connect(lambda: self._on_redraw_done(job))
         self._redraw = job
         job.start()
@@ -465,9 +470,9 @@ class HowItWorksPage(QWidget):
             else ""
         )
         self.norm_source.setText(
-            f"Your photo {photo_name} ({demo.label}) through {demo.layer}, with other photos of your folder "
-            f"as batch-mates. Shown: channel {demo.channel + 1} of {demo.channels}, where the batch matters "
-            f"most, on one grey scale for all six pictures.{repeat}"
+            f"Your photo {photo_name} ({demo.label}) through {demo.layer}; batch-mates: other photos of your "
+            f"folder. Shown: channel {demo.channel + 1} of {demo.channels}, where the batch matters most, all "
+            f"six on one grey scale.{repeat}"
         )
         self.norm_photo.setPixmap(_pixmap(demo.image, MAP_SIDE))
         self.norm_photo_caption.setText(photo_name)
@@ -486,9 +491,9 @@ class HowItWorksPage(QWidget):
                 self.norm_captions[kind][col].setText(f"{numbers}\n{moved}")
         bn, gn = demo.batch_norm_change[-1], demo.group_norm_change[-1]
         self.norm_summary.setText(
-            "Under each picture: the output at three points (centre, upper left, lower right) and how much "
-            "the whole output changed, on average, from the photo alone (outputs have a spread of about 1). "
-            f"In a batch of {max(demo.batch_sizes)}, <b>BatchNorm changed your photo's output by {bn:.2f}</b>; "
+            "Under each picture: the output at the centre, upper left and lower right, and how much the whole "
+            "output changed from the photo alone, on average (outputs spread about ±1). In a batch of "
+            f"{max(demo.batch_sizes)}, <b>BatchNorm changed your photo's output by {bn:.2f}</b>; "
             f"<b>GroupNorm's changed by {gn:.4f}</b>: not at all."
         )
 
@@ -525,11 +530,11 @@ class HowItWorksPage(QWidget):
             plan = f"Your plan uses mixup with α = {demo.rule_alpha:g}."
         else:
             plan = (
-                "Your plan has no mixup: with fewer than 20,000 photos it does not help. Here it is anyway, "
-                f"with the α = {demo.alpha:g} BiT uses for larger folders."
+                "Your plan has no mixup: under 20,000 photos it does not help. Shown anyway with "
+                f"α = {demo.alpha:g}, BiT's value for larger folders."
             )
         if demo.alpha <= 0.5:
-            plan += " With so small an α most draws land near 0 or 1: most blends are mostly one photo."
+            plan += " So small an α puts most draws near 0 or 1: most blends are mostly one photo."
         self.mixup_plan.setText(plan)
         self.mix_pictures[0].setPixmap(_pixmap(_rgb(pair.first), MIX_SIDE))
         self.mix_pictures[1].setPixmap(_pixmap(_rgb(pair.second), MIX_SIDE))
