@@ -441,14 +441,17 @@ def check_destination(out_path: str | os.PathLike, force: bool = False, external
     if out_path.exists() and not is_bit_studio_export(out_path):
         raise ExportError(
             f"{out_path} already exists and is not a model exported by BiT Studio, so it was left as it is. "
-            "Choose another name, or remove that file first (on the command line, export --force replaces it)."
+            "Choose another name, remove that file first, or replace it on purpose.",
+            remedy="replace",
+            path=out_path,
         )
     data = out_path.parent / (out_path.name + ".data")
     if external_data and data.exists() and data not in _own_weight_files(out_path):
         raise ExportError(
             f"{data} already exists and does not belong to a BiT Studio export of that name, so it was left as "
-            "it is. Choose another name, or remove that file first (on the command line, export --force replaces "
-            "it)."
+            "it is. Choose another name, remove that file first, or replace it on purpose.",
+            remedy="replace",
+            path=data,
         )
 
 
