@@ -19,9 +19,10 @@ import torch
 
 from bit_engine import fileio
 from bit_engine.cli import main
-from bit_engine.export import ExportError, export_onnx, is_bit_studio_export
+from bit_engine.export import export_onnx
 from bit_engine.inference import ModelMetadataError, Predictor, spreadsheet_safe
 from bit_engine.models import BIT_NORMALIZATION, ResNetV2
+from bit_engine.onnx_format import ExportError, is_bit_studio_export
 
 SIZE = 32
 LABELS = ["cat", "dog", "fox"]
