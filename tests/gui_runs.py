@@ -135,6 +135,7 @@ def make_run(
     every: int = 5,
     seconds_per_step: float = 0.1,
     val_images: int = 0,
+    settings: dict | None = None,
 ) -> Path:
     """A run folder under the user's runs folder, as training leaves it in `state` at `step`, written with the
     engine's own writers (no training).
@@ -145,6 +146,7 @@ def make_run(
         age_s: how long ago the run started (its config.json's time).
         top1: validation accuracy after `step` (default: step / total); evaluated every `every` steps.
         val_images: when not 0, report.json is complete (with this many validation images).
+        settings: more `TrainConfig` fields (device, workers, seed...).
     """
     from bit_engine import locations
     from bit_engine.config import TrainConfig
@@ -162,6 +164,7 @@ def make_run(
         steps=total,
         batch=batch,
         resolution=resolution,
+        **(settings or {}),
     )
     plan = make_plan(config, 24, (40, 30))
     pre = Preprocessing.from_plan(plan, get_spec(model).normalization)
