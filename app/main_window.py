@@ -53,6 +53,13 @@ STEPS = (
     Step("runs", "Runs", "app.pages.runs_page", "RunsPage", "Past runs: reopen, resume"),
     Step("evaluate", "Evaluate", "app.pages.evaluate_page", "EvaluatePage", "What it gets wrong"),
     Step("predict", "Predict", "app.pages.predict_page", "PredictPage", "Use the exported model"),
+    Step(
+        "howto",
+        "How it works",
+        "app.pages.how_it_works_page",
+        "HowItWorksPage",
+        "Why BiT works, on your photos",
+    ),
 )
 
 _SUBTITLE_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -227,6 +234,8 @@ class MainWindow(QMainWindow):
             signal.connect(self._update_steps)
         self.state.folderChanged.connect(self._on_folder_changed)
         self.pages["runs"].resumeRequested.connect(self._on_resume_requested)
+        self.pages["runs"].trainRequested.connect(self._on_train_requested)
+        self.pages["train"].runEnded.connect(self.pages["runs"].run_ended)
         self._update_steps()
         self.step_list.setCurrentRow(0)
         self._restore_geometry()
@@ -289,7 +298,24 @@ class MainWindow(QMainWindow):
                 "Train a model first",
                 "runs",
             )
-        return {"data": ok, "plan": plan, "train": train, "runs": ok, "evaluate": evaluate, "predict": ok}
+        # The demonstrations run on the user's own photos, so they wait for a folder (the sample data is one
+        # click away in the Data step) rather than inventing photos of their own.
+        no_folder = (
+            "Open a folder of labelled photos in the Data step, or try the sample data there: this step "
+            "shows how BiT works on your own photos.",
+            "Open a folder first",
+            "data",
+        )
+        howto = plan if s.report is not None else no_folder
+        return {
+            "data": ok,
+            "plan": plan,
+            "train": train,
+            "runs": ok,
+            "evaluate": evaluate,
+            "predict": ok,
+            "howto": howto,
+        }
 
     def _update_steps(self, *_args) -> None:
         by_key = {s.key: s for s in STEPS}
@@ -406,6 +432,22 @@ class MainWindow(QMainWindow):
         self.state.set_run(run_dir)
         self.go_to("train")
         self.pages["train"].resume(run_dir)
+
+    def _on_train_requested(self, config) -> None:
+        """Train `config` (a from-scratch baseline asked for in the Runs step) in the Train step."""
+        train = self.pages["train"]
+        if train.is_training():
+            QMessageBox.information(
+                self,
+                "BiT Studio",
+                "A run is training in the Train step. Let it finish or cancel it, then ask for the "
+                "from-scratch run again.",
+            )
+            self.pages["runs"].request_declined(config)
+            return
+        train.start(config)
+        self._update_steps()
+        self.go_to("train")
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if self.pages["train"].is_training():

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bit_engine import data, hyperrule
+from bit_engine import data, holdout, hyperrule
 from bit_engine.config import TrainConfig
+from bit_engine.dataset import DatasetReport, ScanProgress
 from bit_engine.errors import BitStudioError
 from bit_engine.models import get_spec
 from bit_engine.progress import CancelFlag, Progress, ProgressCallback
@@ -28,9 +29,7 @@ class TrainingError(BitStudioError):
         run_dir: the run folder concerned, when there is one.
     """
 
-    def __init__(
-        self, message: str, report: data.DatasetReport | None = None, run_dir: str | Path | None = None
-    ):
+    def __init__(self, message: str, report: DatasetReport | None = None, run_dir: str | Path | None = None):
         super().__init__(message)
         self.report = report
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -75,8 +74,8 @@ class Prepared:
     """
 
     config: TrainConfig
-    report: data.DatasetReport = field(repr=False)
-    split: data.Split = field(repr=False)
+    report: DatasetReport = field(repr=False)
+    split: holdout.Split = field(repr=False)
     plan: hyperrule.HyperRulePlan
     preprocessing: Preprocessing
 
@@ -108,7 +107,7 @@ class Prepared:
         return _planned(config, self.report, self.split)
 
 
-def _planned(config: TrainConfig, report: data.DatasetReport, split: data.Split) -> Prepared:
+def _planned(config: TrainConfig, report: DatasetReport, split: holdout.Split) -> Prepared:
     plan = make_plan(config, len(split.train), report.median_size)
     pre = Preprocessing.from_plan(plan, get_spec(config.model).normalization)
     return Prepared(config, report, split, plan, pre)
@@ -130,12 +129,12 @@ def prepare(
     """
     get_spec(config.model)  # an unknown model fails before the (possibly long) scan
 
-    def relay(p: data.ScanProgress) -> None:
+    def relay(p: ScanProgress) -> None:
         if on_progress is not None:
             on_progress(Progress("scanning", p.files_done, p.files_total or 0, message=p.stage))
 
     report = data.scan(config.data_dir, on_progress=relay, cancel=cancel)
     if not report.ok:
         raise TrainingError("This folder cannot be trained on yet: " + " ".join(report.errors), report)
-    split = data.split(report, val_fraction=config.val_fraction, seed=config.seed)
+    split = holdout.split(report, val_fraction=config.val_fraction, seed=config.seed)
     return _planned(config, report, split)
