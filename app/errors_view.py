@@ -57,7 +57,7 @@ def _chain(exc: BaseException):
 
 
 def _is_disk_full(exc: BaseException) -> bool:
-    from bit_engine.weights import DiskFullError
+    from bit_engine.weights_cache import DiskFullError
 
     for e in _chain(exc):
         if isinstance(e, DiskFullError):
