@@ -437,10 +437,45 @@ class AppliedCorrections:
     def to_dict(self) -> dict:
         """What corrections.json in a run folder holds."""
         return {
-            **self.counts(),
-            "corrections": [c.to_dict() for c in self.applied],
+            "counts": self.counts(),
+            "applied": [c.to_dict() for c in self.applied],
             "not_applied": [{**c.to_dict(), "reason": why} for c, why in self.not_applied],
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AppliedCorrections:
+        """Read back `to_dict` (corrections.json).
+
+        Raises:
+            CorrectionsError: the data is damaged.
+        """
+        try:
+            applied = tuple(Correction(e["path"], e["given"], e["corrected"]) for e in d["applied"])
+            not_applied = tuple(
+                (Correction(e["path"], e["given"], e["corrected"]), str(e["reason"]))
+                for e in d["not_applied"]
+            )
+        except (KeyError, TypeError, CorrectionsError) as exc:
+            raise CorrectionsError(f"The run's record of its label corrections is damaged ({exc}).") from exc
+        return cls(applied, not_applied)
+
+
+def run_corrections(run_dir: str | os.PathLike) -> AppliedCorrections | None:
+    """The corrections a run trained with (its corrections.json); None when it had none.
+
+    Raises:
+        CorrectionsError: the file is damaged.
+    """
+    path = Path(run_dir) / "corrections.json"
+    if not path.is_file():
+        return None
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CorrectionsError(f"{path} cannot be read ({exc}).") from exc
+    if not isinstance(d, dict):
+        raise CorrectionsError(f"{path} is damaged: not a JSON object.")
+    return AppliedCorrections.from_dict(d)
 
 
 def apply_corrections(

@@ -60,13 +60,14 @@ from bit_engine.features import FeatureExtractor
 from bit_engine.models import create_model
 from bit_engine.preparation import Prepared, prepare
 from bit_engine.progress import CancelFlag, OperationCancelled, Progress, ProgressCallback
+from bit_engine.trainers import one_cpu_thread
 
 RankBy = Literal["self_confidence", "margin"]
 RANK_BY: tuple[str, ...] = ("self_confidence", "margin")
 
 #: Weight penalty of the linear head (on standardized features, added to the mean cross-entropy as
 #: L2 / 2 * ||W||^2). Chosen on the digits bench: see `bench/label_issues.py`.
-L2 = 1e-2
+L2 = 1e-1
 
 #: L-BFGS iterations per fold: the loss has converged well before on a few thousand photos.
 MAX_ITER = 200
@@ -239,7 +240,8 @@ def out_of_fold_probabilities(
             raise OperationCancelled("The search for label issues was cancelled.")
         held = torch.from_numpy(fold_of == k)
         if held.any():
-            predict = _fit_linear(x[~held], y[~held], num_classes, l2, max_iter)
+            with one_cpu_thread(torch.device("cpu")):
+                predict = _fit_linear(x[~held], y[~held], num_classes, l2, max_iter)
             with torch.no_grad():
                 probs[held.numpy()] = predict(x[held]).numpy()
         if on_fold is not None:
