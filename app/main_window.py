@@ -53,6 +53,13 @@ STEPS = (
     Step("runs", "Runs", "app.pages.runs_page", "RunsPage", "Past runs: reopen, resume"),
     Step("evaluate", "Evaluate", "app.pages.evaluate_page", "EvaluatePage", "What it gets wrong"),
     Step("predict", "Predict", "app.pages.predict_page", "PredictPage", "Use the exported model"),
+    Step(
+        "howto",
+        "How it works",
+        "app.pages.how_it_works_page",
+        "HowItWorksPage",
+        "Why BiT works, on your photos",
+    ),
 )
 
 _SUBTITLE_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -289,7 +296,24 @@ class MainWindow(QMainWindow):
                 "Train a model first",
                 "runs",
             )
-        return {"data": ok, "plan": plan, "train": train, "runs": ok, "evaluate": evaluate, "predict": ok}
+        # The demonstrations run on the user's own photos, so they wait for a folder (the sample data is one
+        # click away in the Data step) rather than inventing photos of their own.
+        no_folder = (
+            "Open a folder of labelled photos in the Data step, or try the sample data there: this step "
+            "shows how BiT works on your own photos.",
+            "Open a folder first",
+            "data",
+        )
+        howto = plan if s.report is not None else no_folder
+        return {
+            "data": ok,
+            "plan": plan,
+            "train": train,
+            "runs": ok,
+            "evaluate": evaluate,
+            "predict": ok,
+            "howto": howto,
+        }
 
     def _update_steps(self, *_args) -> None:
         by_key = {s.key: s for s in STEPS}

@@ -40,7 +40,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
-from bit_engine import data, locations
+from bit_engine import locations
+from bit_engine.dataset import DatasetReport, Sample
 from bit_engine.errors import BitStudioError
 from bit_engine.fileio import atomic_write_json, atomic_write_text, refuse_inside_photos
 
@@ -70,7 +71,7 @@ class Correction:
     """One photo's corrected label.
 
     Attributes:
-        path: the photo, relative to the data folder, '/'-separated (as `data.Sample.path`).
+        path: the photo, relative to the data folder, '/'-separated (as `Sample.path`).
         given: the label its folder gives it (the class the correction was made against).
         corrected: the class it belongs to; None to leave the photo out of training and validation.
     """
@@ -479,8 +480,8 @@ def run_corrections(run_dir: str | os.PathLike) -> AppliedCorrections | None:
 
 
 def apply_corrections(
-    report: data.DatasetReport, corrections: Iterable[Correction]
-) -> tuple[data.DatasetReport, AppliedCorrections]:
+    report: DatasetReport, corrections: Iterable[Correction]
+) -> tuple[DatasetReport, AppliedCorrections]:
     """The scan with the corrections applied: photos relabelled or left out, counts updated.
 
     A correction is not applied, and says why, when its photo is not among the scanned photos (deleted,
@@ -508,7 +509,7 @@ def apply_corrections(
     for c in latest.values():
         part_sample = where.get(c.path)
         if part_sample is None:
-            on_disk = report.path_of(data.Sample(c.path, 0)).is_file()
+            on_disk = report.path_of(Sample(c.path, 0)).is_file()
             why = (
                 "the photo is in the folder but was not usable in the scan (see the skipped files)"
                 if on_disk
@@ -529,12 +530,12 @@ def apply_corrections(
     if not changed:
         return report, AppliedCorrections((), tuple(not_applied))
 
-    def corrected(samples: tuple[data.Sample, ...]) -> tuple[data.Sample, ...]:
+    def corrected(samples: tuple[Sample, ...]) -> tuple[Sample, ...]:
         out = []
         for s in samples:
             label = changed.get(s.path, s.label)
             if label is not None:
-                out.append(data.Sample(s.path, label))
+                out.append(Sample(s.path, label))
         return tuple(out)
 
     train, val = corrected(report.train), corrected(report.val)
@@ -562,7 +563,7 @@ def apply_corrections(
     return corrected_report, AppliedCorrections(tuple(applied), tuple(not_applied))
 
 
-def _counts(samples: Sequence[data.Sample], num_classes: int) -> tuple[int, ...]:
+def _counts(samples: Sequence[Sample], num_classes: int) -> tuple[int, ...]:
     counts = [0] * num_classes
     for s in samples:
         counts[s.label] += 1

@@ -13,7 +13,7 @@ API (the window's Data and Evaluate steps and ``bit-studio label-issues`` call e
         folds, thresholds (class -> t_j), agreement (out-of-fold accuracy on the given labels), rank_by,
         computed (photos that needed a backbone pass; 0 when every feature was cached), seconds,
         corrections (how many corrections were applied first); .to_dict(), .as_corrections()
-    LabelIssue (frozen): path (relative to the data folder, '/'-separated, as data.Sample.path), given,
+    LabelIssue (frozen): path (relative to the data folder, '/'-separated, as dataset.Sample.path), given,
         suggested, confidence (out-of-fold probability of `suggested`), given_probability; .margin
     out_of_fold_probabilities(features, labels, num_classes, folds=5, seed=0, ...) -> N x K numpy array
     confident_issues(probabilities, labels, rank_by="self_confidence") -> (indices, suggested labels)
@@ -81,7 +81,7 @@ class LabelIssue:
     """A photo whose label is probably wrong.
 
     Attributes:
-        path: relative to the data folder, '/'-separated (as `data.Sample.path`).
+        path: relative to the data folder, '/'-separated (as `dataset.Sample.path`).
         given: the label its folder (or a correction) gives it.
         suggested: the class the model is confident it belongs to.
         confidence: the out-of-fold probability of `suggested` (0 to 1).

@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bit_engine import data, hyperrule
+from bit_engine import data, holdout, hyperrule
 from bit_engine.config import TrainConfig
 from bit_engine.corrections import AppliedCorrections, apply_corrections, from_config
+from bit_engine.dataset import DatasetReport, ScanProgress
 from bit_engine.errors import BitStudioError
 from bit_engine.models import get_spec
 from bit_engine.progress import CancelFlag, Progress, ProgressCallback
@@ -29,9 +30,7 @@ class TrainingError(BitStudioError):
         run_dir: the run folder concerned, when there is one.
     """
 
-    def __init__(
-        self, message: str, report: data.DatasetReport | None = None, run_dir: str | Path | None = None
-    ):
+    def __init__(self, message: str, report: DatasetReport | None = None, run_dir: str | Path | None = None):
         super().__init__(message)
         self.report = report
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -79,12 +78,12 @@ class Prepared:
     """
 
     config: TrainConfig
-    report: data.DatasetReport = field(repr=False)
-    split: data.Split = field(repr=False)
+    report: DatasetReport = field(repr=False)
+    split: holdout.Split = field(repr=False)
     plan: hyperrule.HyperRulePlan
     preprocessing: Preprocessing
     corrections: AppliedCorrections = field(default_factory=AppliedCorrections, repr=False)
-    scanned: data.DatasetReport | None = field(default=None, repr=False)
+    scanned: DatasetReport | None = field(default=None, repr=False)
 
     @property
     def num_train(self) -> int:
@@ -119,20 +118,20 @@ class Prepared:
 
 def _planned(
     config: TrainConfig,
-    report: data.DatasetReport,
-    split: data.Split,
+    report: DatasetReport,
+    split: holdout.Split,
     corrections: AppliedCorrections | None = None,
-    scanned: data.DatasetReport | None = None,
+    scanned: DatasetReport | None = None,
 ) -> Prepared:
     plan = make_plan(config, len(split.train), report.median_size)
     pre = Preprocessing.from_plan(plan, get_spec(config.model).normalization)
     return Prepared(config, report, split, plan, pre, corrections or AppliedCorrections(), scanned)
 
 
-def _corrected(config: TrainConfig, scanned: data.DatasetReport) -> Prepared:
+def _corrected(config: TrainConfig, scanned: DatasetReport) -> Prepared:
     """Apply the config's corrections to a scan, split and plan."""
     report, applied = apply_corrections(scanned, from_config(config.corrections))
-    split = data.split(report, val_fraction=config.val_fraction, seed=config.seed)
+    split = holdout.split(report, val_fraction=config.val_fraction, seed=config.seed)
     return _planned(config, report, split, applied, scanned)
 
 
@@ -156,7 +155,7 @@ def prepare(
     """
     get_spec(config.model)  # an unknown model fails before the (possibly long) scan
 
-    def relay(p: data.ScanProgress) -> None:
+    def relay(p: ScanProgress) -> None:
         if on_progress is not None:
             on_progress(Progress("scanning", p.files_done, p.files_total or 0, message=p.stage))
 

@@ -34,13 +34,13 @@ from pathlib import Path
 
 import torch
 
-from bit_engine import data
 from bit_engine.config import TrainConfig
 from bit_engine.devices import prepare_for_device, resolve_device
 from bit_engine.errors import BitStudioError
 from bit_engine.estimate import Estimate, estimate
 from bit_engine.evaluate import build_report, loss_and_top1
 from bit_engine.fileio import OutputPlaceError, check_new_run_folder, remove_stale_temporaries
+from bit_engine.holdout import Split
 from bit_engine.models import create_model
 from bit_engine.preparation import Prepared, TrainingError, make_plan, prepare
 from bit_engine.progress import CancelFlag, OperationCancelled, Progress, ProgressCallback
@@ -301,7 +301,7 @@ def resume(
     if dist.is_main:
         # Left by a kill during an atomic write; no other process trains this run (checked just above).
         remove_stale_temporaries(run.path)
-    split = data.Split.from_dict(run.read_json("split.json"))
+    split = Split.from_dict(run.read_json("split.json"))
     missing = split.missing()
     if missing:
         raise TrainingError(
@@ -328,7 +328,7 @@ def resume(
 
 
 def _datasets(
-    split: data.Split,
+    split: Split,
     pre: Preprocessing,
     seed: int,
     on_progress,

@@ -110,6 +110,7 @@ def test_rescan_sees_the_fixed_folder(window, qtbot, color_folder):
 
 def test_a_cancelled_scan_returns_to_the_welcome_view(window, qtbot, color_folder, monkeypatch):
     from bit_engine import data
+    from bit_engine.dataset import ScanCancelled, ScanProgress
 
     started = threading.Event()
 
@@ -118,9 +119,9 @@ def test_a_cancelled_scan_returns_to_the_welcome_view(window, qtbot, color_folde
         done = 0
         while not cancel.is_set():  # reports progress like the real scan until cancelled
             done += 1
-            on_progress(data.ScanProgress("reading", done, 100_000, f"c/{done}.jpg"))
+            on_progress(ScanProgress("reading", done, 100_000, f"c/{done}.jpg"))
             cancel.wait(0.005)
-        raise data.ScanCancelled()
+        raise ScanCancelled()
 
     monkeypatch.setattr(data, "scan", slow_scan)
     window.open_folder(str(color_folder))

@@ -373,7 +373,7 @@ def _show_plan(
         default_model: the model is the default, not the person's choice (`train` may fall back).
         estimates: when given, the `Estimate` of each strategy is appended to it.
     """
-    from bit_engine import data, weights
+    from bit_engine import data, holdout, weights
     from bit_engine.model_choice import OFFLINE_MODEL
     from bit_engine.train import estimate, make_plan
 
@@ -386,7 +386,7 @@ def _show_plan(
         if as_json:
             print(json.dumps(out, indent=2))
         return 2
-    split = data.split(report, val_fraction=config.val_fraction, seed=config.seed)
+    split = holdout.split(report, val_fraction=config.val_fraction, seed=config.seed)
     plan = make_plan(config, len(split.train), report.median_size)
     weights_here = config.strategy == "scratch" or weights.is_available(config.model)
     if as_json:
