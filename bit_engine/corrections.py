@@ -18,7 +18,9 @@ on the corrected labels. Three pieces:
   a class that does not exist, a photo whose folder no longer gives the label the correction was made
   against. Those are reported, never fatal. `preparation.prepare` calls it when the config names
   corrections (`TrainConfig.corrections`, plain tuples: `as_config` / `from_config` convert), before the
-  split; the run then records what it used in corrections.json and a count in plan.json.
+  split; the run then records what it used in corrections.json and a count in plan.json
+  (`run_corrections(run_dir)` reads it back as `AppliedCorrections`; `runs.read_plan(...).corrections`
+  holds the counts).
 
 Which corrections a run uses is the front end's choice, recorded in the config. The window applies the
 folder's store by default (`CorrectionStore(folder).as_config()`; a person who fixed labels there expects

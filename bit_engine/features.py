@@ -159,6 +159,8 @@ class FeatureExtractor:
         rows: dict[int, torch.Tensor] = {}
         done = len(paths) - len(missing)
         self._emit(offset + done, total)
+        if cancel is not None and cancel.is_set():  # also when everything came from the cache
+            return None
         if missing:
             computed = self._compute([paths[i] for i in missing], cancel, offset + done, total)
             if computed is None:

@@ -12,11 +12,16 @@ API (the window's Data and Evaluate steps and ``bit-studio label-issues`` call e
     LabelIssueReport (frozen): data_dir, model, classes, issues (LabelIssue, most likely first), num_photos,
         folds, thresholds (class -> t_j), agreement (out-of-fold accuracy on the given labels), rank_by,
         computed (photos that needed a backbone pass; 0 when every feature was cached), seconds,
-        corrections (how many corrections were applied first); .to_dict(), .as_corrections()
+        corrections (how many corrections were applied first); .path_of(issue) -> Path (the photo file),
+        .as_corrections() -> the suggestions as `corrections.Correction`s, .to_dict()
     LabelIssue (frozen): path (relative to the data folder, '/'-separated, as dataset.Sample.path), given,
         suggested, confidence (out-of-fold probability of `suggested`), given_probability; .margin
     out_of_fold_probabilities(features, labels, num_classes, folds=5, seed=0, ...) -> N x K numpy array
     confident_issues(probabilities, labels, rank_by="self_confidence") -> (indices, suggested labels)
+
+    Progress phases: "scanning", "downloading" (missing weights only), "features" (images, cached ones
+    included), "folds" (done/total), "done". A window runs it on a worker thread: the heavy parts
+    (onnxruntime, the head's matrix products) run outside the GIL, and a second search takes seconds.
 
 How it works, and why it is cheap. The frozen backbone's features of every training photo are computed once
 (`features.FeatureExtractor`, on the fastest frozen path) and kept in the cache, so a search after a head run,
@@ -46,6 +51,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -139,6 +145,10 @@ class LabelIssueReport:
     computed: int
     seconds: float
     corrections: int = 0
+
+    def path_of(self, issue: LabelIssue) -> Path:
+        """The photo's file (for a thumbnail)."""
+        return Path(self.data_dir, *issue.path.split("/"))
 
     def as_corrections(self) -> tuple[corrections_mod.Correction, ...]:
         """Each issue as the correction it suggests (the file `bit-studio train --corrections` takes)."""
