@@ -135,7 +135,8 @@ def load_run(run_dir: str | Path) -> ComparedRun:
         model=summary.model,
         strategy=summary.strategy,
         state=summary.status,
-        step=summary.step,
+        # status.json moves at checkpoints; a running run's metrics say where it is now.
+        step=max([summary.step] + [m.step for m in metrics[-1:]]),
         total_steps=summary.total_steps or (plan.total_steps if plan is not None else 0),
         batch=plan.batch if plan is not None else None,
         crop=plan.crop if plan is not None else None,
@@ -481,6 +482,16 @@ def explain(compared: Sequence[ComparedRun]) -> list[Paragraph]:
                 "Nothing to compare yet",
                 (
                     "None of these runs has a validation accuracy yet (no evaluation, or no validation photos).",
+                ),
+            )
+        )
+    elif not scratch and any(r.from_scratch for r in compared):
+        out.append(
+            Paragraph(
+                "What pre-training bought",
+                (
+                    "The run from scratch has no validation accuracy yet: the comparison appears once it has "
+                    "been evaluated.",
                 ),
             )
         )

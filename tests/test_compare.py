@@ -117,6 +117,10 @@ def test_explain_pairs_each_pre_trained_run_with_its_baseline_and_says_what_is_m
     assert explain([]) == []
     alone = explain([_run("full", TRANSFER)])
     assert len(alone) == 1 and "None of these runs was trained from scratch" in alone[0].lines[0]
+    waiting = explain([_run("full", TRANSFER), _run("scratch", [], state="running")])
+    assert waiting[0].lines == (
+        "The run from scratch has no validation accuracy yet: the comparison appears once it has been evaluated.",
+    )
     only_scratch = explain([_run("scratch", SCRATCH)])
     assert "Every run here was trained from scratch" in only_scratch[0].lines[0]
 
@@ -177,6 +181,10 @@ def test_a_run_folder_reads_as_its_figures_and_a_curve_against_images_seen(tmp_p
     assert compare.training_seconds(metrics) == 7.0
     stopped = make_run("stopped", data, "cancelled", 3, every=5)
     assert load_run(stopped).curve == () and load_run(stopped).final_accuracy is None
+    # A running run's status moves at checkpoints only: its metrics say where it is.
+    running = make_run("running", data, "running", 7)
+    runs.RunDir(running).set_status("running", 5, 20)
+    assert load_run(running).step == 7 and load_run(running).state == "running"
 
 
 @pytest.mark.parametrize(("strategy", "resolution"), [("head", None), ("full", 64)])

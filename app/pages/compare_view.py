@@ -146,7 +146,7 @@ class CompareTableModel(QAbstractTableModel):
             return _duration(r.seconds)
         if column == 7:
             if r.final_accuracy is None:
-                return "not finished" if not r.finished else "—"
+                return ("training" if r.state == "running" else "not finished") if not r.finished else "—"
             return f"{r.final_accuracy:.1%}"
         return "—" if r.best_accuracy is None else f"{r.best_accuracy:.1%}"
 
@@ -380,6 +380,11 @@ class CompareView(QWidget):
         elif (existing := baseline_of(target, self.runs)) is not None:
             if existing.finished:
                 why = f"The from-scratch run with the schedule of {target.label} is in this comparison."
+            elif existing.state == "running":
+                why = (
+                    f"The from-scratch run is training (step {existing.step} of {existing.total_steps}); "
+                    "it joins this comparison when it ends."
+                )
             else:
                 why = (
                     f"The from-scratch run stopped at step {existing.step} of {existing.total_steps}: resume it "
@@ -428,6 +433,8 @@ class CompareView(QWidget):
         worker.succeeded.connect(self._on_ended_run_loaded)
 
     def _on_ended_run_loaded(self, loaded) -> None:
+        from bit_engine.compare import comparison_problem
+
         runs, _problems = loaded
         if not runs:
             return
@@ -438,7 +445,7 @@ class CompareView(QWidget):
             self._requests = [r for r in self._requests if not self._is_request(run.config, r)]
         if known:
             self.runs[known[0]] = run
-        elif requested:
+        elif requested and comparison_problem([r.data_dir for r in self.runs] + [run.data_dir]) is None:
             self.runs.append(run)
             self._paths.append(str(run.path))
         else:
