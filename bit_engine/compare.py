@@ -400,7 +400,7 @@ class TransferBenefits:
             total = self.scratch.curve[-1][0]
             if self.caught_up_at is not None and self.caught_up_at <= 0.9 * total:
                 end += (
-                    f" It matched from scratch's final accuracy after {_images(self.caught_up_at)}, "
+                    f" It reached the from-scratch run's final accuracy after {_images(self.caught_up_at)}, "
                     f"{self.caught_up_at / total:.0%} of the way through training."
                 )
         elif v["end"] == 0:
@@ -515,6 +515,7 @@ def explain(compared: Sequence[ComparedRun]) -> list[Paragraph]:
             )
         )
     else:
+        said: set[str] = set()  # a caveat shared by several pairs (the validation set's size) is said once
         for t in transfer:
             s = (
                 baseline_of(t, scratch)
@@ -523,7 +524,9 @@ def explain(compared: Sequence[ComparedRun]) -> list[Paragraph]:
             )
             benefits = TransferBenefits.measure(t, s)
             title = f"{t.label} against {s.label}"
-            out.append(Paragraph(title, tuple(f.text for f in benefits.findings())))
+            lines = [f.text for f in benefits.findings() if f.aspect != "note" or f.text not in said]
+            said.update(f.text for f in benefits.findings() if f.aspect == "note")
+            out.append(Paragraph(title, tuple(lines)))
     if missing:
         names = ", ".join(r.label for r in missing)
         out.append(
