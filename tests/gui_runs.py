@@ -73,32 +73,10 @@ def shared_exported_run(tmp_path_factory) -> tuple[Path, Path]:
 
 def drop(widget, paths) -> bool:
     """Drag `paths` onto `widget` and drop them there (synthesised events: tests cannot start a real drag)."""
-    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-    from PySide6.QtGui import QDragEnterEvent, QDropEvent
-    from PySide6.QtWidgets import QApplication
+    from app.self_test import file_mime, send_drop
 
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    centre = widget.rect().center()
-    enter = QDragEnterEvent(
-        QPointF(centre),
-        Qt.DropAction.CopyAction,
-        mime,
-        Qt.MouseButton.LeftButton,
-        Qt.KeyboardModifier.NoModifier,
-    )
-    QApplication.sendEvent(widget, enter)
-    if not enter.isAccepted():
-        return False
-    event = QDropEvent(
-        QPointF(centre),
-        Qt.DropAction.CopyAction,
-        mime,
-        Qt.MouseButton.LeftButton,
-        Qt.KeyboardModifier.NoModifier,
-    )
-    QApplication.sendEvent(widget, event)
-    return event.isAccepted()
+    _, event = send_drop(widget, file_mime(paths))
+    return event is not None and event.isAccepted()
 
 
 def cli_rows(onnx_model, paths, out: Path) -> list[dict]:
