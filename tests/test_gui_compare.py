@@ -198,14 +198,14 @@ def test_the_baseline_trains_in_a_child_process_and_joins_the_comparison(window,
         "run-lite0",
         folder,
         "done",
-        6,
-        total=6,
+        4,
+        total=4,
         accuracy=1.0,
         model="EfficientNet-Lite0",
         strategy="head",
         batch=8,
         resolution=32,
-        every=3,
+        every=2,
         settings=fast,
     )
     page = _open_runs(window, qtbot)
@@ -234,7 +234,7 @@ def test_the_baseline_trains_in_a_child_process_and_joins_the_comparison(window,
 
     qtbot.waitUntil(lambda: view.model.rowCount() == 2, timeout=10_000)
     assert [row[2] for row in _cells(view)] == ["Head only", "From scratch"]
-    assert _cells(view)[1][3] == "6"
+    assert _cells(view)[1][3] == "4"
     assert view.curve_count() == 2
     assert "EfficientNet-Lite0 · Head only against EfficientNet-Lite0 · From scratch" in view.summary_text()
     assert not view.scratch_button.isEnabled() and "is in this comparison" in view.baseline_label.text()
