@@ -14,8 +14,8 @@ checkpoint.pt  model, optimizer and step: what `resume` continues from (all rand
 model.pt       the final weights with what is needed to use them (model name, classes, pre-processing)
 report.json    accuracy, per-class precision/recall/F1, confusion matrix, every misclassified file
 
-A window lists and reopens runs through the typed readers here (`list_runs`, `read_status`, `read_plan`,
-`read_metrics`, `read_report`), never by parsing these files itself. This module imports torch only to read
+A window lists and reopens runs through the typed readers here (`list_runs`, `read_status`, `read_config`,
+`read_plan`, `read_metrics`, `read_report`), never by parsing these files itself. This module imports torch only to read
 or write checkpoints and models, so listing runs stays fast.
 """
 
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bit_engine import locations
+from bit_engine.config import ConfigError, TrainConfig
 from bit_engine.errors import BitStudioError
 from bit_engine.fileio import (
     UnsafeFileError,
@@ -341,6 +342,19 @@ def read_status(run_dir: str | Path, *, now: float | None = None) -> RunStatus:
             status.heartbeat,
         )
     return status
+
+
+def read_config(run_dir: str | Path) -> TrainConfig:
+    """The run's settings (config.json), as the `TrainConfig` it was started with.
+
+    Raises:
+        RunError: missing or damaged (including settings out of range).
+    """
+    raw = RunDir(run_dir).read_json("config.json")
+    try:
+        return TrainConfig.from_dict(raw)
+    except (ConfigError, TypeError) as exc:
+        raise RunError(f"{Path(run_dir) / 'config.json'} is damaged ({exc}).", run_dir) from exc
 
 
 @dataclass(frozen=True)
