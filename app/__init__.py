@@ -6,11 +6,7 @@
 
 from __future__ import annotations
 
-from app.qt_workarounds import protect_none
-
 __all__ = ["MainWindow"]
-
-protect_none()  # before any Qt call: PySide6 6.12 on Python 3.11 frees None otherwise (see qt_workarounds)
 
 
 def __getattr__(name: str):

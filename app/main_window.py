@@ -234,6 +234,8 @@ class MainWindow(QMainWindow):
             signal.connect(self._update_steps)
         self.state.folderChanged.connect(self._on_folder_changed)
         self.pages["runs"].resumeRequested.connect(self._on_resume_requested)
+        self.pages["runs"].trainRequested.connect(self._on_train_requested)
+        self.pages["train"].runEnded.connect(self.pages["runs"].run_ended)
         self._update_steps()
         self.step_list.setCurrentRow(0)
         self._restore_geometry()
@@ -430,6 +432,22 @@ class MainWindow(QMainWindow):
         self.state.set_run(run_dir)
         self.go_to("train")
         self.pages["train"].resume(run_dir)
+
+    def _on_train_requested(self, config) -> None:
+        """Train `config` (a from-scratch baseline asked for in the Runs step) in the Train step."""
+        train = self.pages["train"]
+        if train.is_training():
+            QMessageBox.information(
+                self,
+                "BiT Studio",
+                "A run is training in the Train step. Let it finish or cancel it, then ask for the "
+                "from-scratch run again.",
+            )
+            self.pages["runs"].request_declined(config)
+            return
+        train.start(config)
+        self._update_steps()
+        self.go_to("train")
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if self.pages["train"].is_training():

@@ -188,22 +188,49 @@ def make_photos(root: Path) -> Path:
     return root
 
 
-def drop_files(target, paths: list[Path]) -> None:
-    """Drag files onto `target` and drop them, as a user does from a file manager."""
-    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+def send_drop(target, mime, at=None):
+    """Drag `mime` onto `target` and drop it there, as a user does from a file manager (synthesised events).
+
+    Args:
+        target: the widget the drag enters.
+        mime: the QMimeData being dragged.
+        at: where in `target` (a QPoint); its centre by default.
+
+    Returns:
+        (enter, drop): the two events, to read whether they were accepted; drop is None when the drag was
+        refused (a refused drag is never dropped).
+    """
+    from PySide6.QtCore import QPointF, Qt
     from PySide6.QtGui import QDragEnterEvent, QDropEvent
     from PySide6.QtWidgets import QApplication
 
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    centre = QPointF(target.rect().center())
+    at = target.rect().center() if at is None else at
     action = Qt.DropAction.CopyAction
     buttons, modifiers = Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
-    enter = QDragEnterEvent(centre.toPoint(), action, mime, buttons, modifiers)
+    # Qt's drag events take an integer point, the drop a floating one (PySide6 6.11 insists on both).
+    enter = QDragEnterEvent(at, action, mime, buttons, modifiers)
     QApplication.sendEvent(target, enter)
     if not enter.isAccepted():
+        return enter, None
+    drop = QDropEvent(QPointF(at), action, mime, buttons, modifiers)
+    QApplication.sendEvent(target, drop)
+    return enter, drop
+
+
+def file_mime(paths) -> object:
+    """QMimeData holding `paths` as local-file URLs, as a file manager's drag does."""
+    from PySide6.QtCore import QMimeData, QUrl
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    return mime
+
+
+def drop_files(target, paths: list[Path]) -> None:
+    """Drag files onto `target` and drop them, as a user does from a file manager."""
+    _, drop = send_drop(target, file_mime(paths))
+    if drop is None:
         raise StageFailed(f"{target.objectName()} did not accept the dragged photo")
-    QApplication.sendEvent(target, QDropEvent(centre, action, mime, buttons, modifiers))
 
 
 def _read_json(path: Path) -> dict:

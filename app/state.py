@@ -12,7 +12,7 @@ from PySide6.QtCore import QObject, Signal
 
 if TYPE_CHECKING:  # the engine's config module imports torch: only for type checkers here
     from bit_engine.config import TrainConfig
-    from bit_engine.data import DatasetReport
+    from bit_engine.dataset import DatasetReport
 
 
 class AppState(QObject):
@@ -20,7 +20,7 @@ class AppState(QObject):
 
     Signals:
         folderChanged(str): a data folder was opened (path).
-        datasetChanged(object): a scan finished: bit_engine.data.DatasetReport (or None when cleared).
+        datasetChanged(object): a scan finished: bit_engine.dataset.DatasetReport (or None when cleared).
         planChanged(object): the TrainConfig (bit_engine.config.TrainConfig) the Plan step would train with
             (or None when there is none).
         runChanged(str): the current run folder (a finished or selected run); "" when none.

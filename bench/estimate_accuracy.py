@@ -78,12 +78,12 @@ def main() -> None:
         tmp = Path(tmp)
         os.environ["BIT_STUDIO_CACHE_DIR"] = str(tmp / "cache")
         os.environ["BIT_STUDIO_DATA_DIR"] = str(tmp / "data")
-        from bit_engine import data
+        from bit_engine import data, holdout
         from bit_engine.config import TrainConfig
 
         folder = make_photos(tmp / "photos", args.images)
         report = data.scan(folder)
-        split = data.split(report, 0.2, 0)
+        split = holdout.split(report, 0.2, 0)
         stats = (len(split.train), len(split.val), report.median_size)
         print(
             f"{args.images} photos 500x375 ({stats[0]} train / {stats[1]} val), {args.threads} threads, "

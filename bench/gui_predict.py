@@ -94,7 +94,7 @@ def time_window(model: Path, photos: list[Path]) -> tuple[float, float, float]:
         mime.setUrls([QUrl.fromLocalFile(str(p)) for p in photos])
         centre = QPointF(page.drop_area.rect().center())
         buttons, modifiers = Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
-        enter = QDragEnterEvent(centre, Qt.DropAction.CopyAction, mime, buttons, modifiers)
+        enter = QDragEnterEvent(centre.toPoint(), Qt.DropAction.CopyAction, mime, buttons, modifiers)
         QApplication.sendEvent(page.drop_area, enter)
         drop = QDropEvent(centre, Qt.DropAction.CopyAction, mime, buttons, modifiers)
         finished = QEventLoop()

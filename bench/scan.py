@@ -33,7 +33,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bit_engine.data import ScanProgress, scan
+from bit_engine.data import scan
+from bit_engine.dataset import ScanProgress
 
 
 def encode_templates(count: int, side: int, seed: int = 0) -> list[tuple[str, bytes]]:

@@ -113,7 +113,9 @@ def estimate(
             torch.cuda.synchronize()
 
     tick(0)
+    t = time.perf_counter()
     micro_step()  # warm-up: allocator, kernel selection
+    warm_up = time.perf_counter() - t
     tick(1)
     t = time.perf_counter()
     for i in range(timed_steps):
@@ -127,9 +129,24 @@ def estimate(
     # checkpoint (weights and momentum: twice the model) at each evaluation, and the final model.
     seconds = per_image * (plan.total_steps * plan.batch + (config.evaluations + 1) * num_val / 3)
     seconds += (config.evaluations + 2) * 2 * _save_seconds(model)
+    # The run pays the first pass's set-up (kernel selection, allocator) once for training, once for eval.
+    seconds += 2 * max(0.0, warm_up - elapsed / timed_steps)
+    seconds += _decode_seconds(config.data_dir, plan.resize) * _images_decoded(
+        plan, num_train, num_val, config
+    )
     how = f"{plan.total_steps:,} steps of {plan.batch} images at {plan.crop}x{plan.crop}"
     text = f"About {describe_duration(seconds)} on {device.type.upper()} ({how})."
     return Estimate(config.strategy, seconds, per_image, mb, str(device), text)
+
+
+def _images_decoded(plan, num_train: int, num_val: int, config: TrainConfig) -> int:
+    """How many photos a full or scratch run decodes: each once when the in-memory cache holds them (see
+    `train._datasets`), else one per training sample and per evaluation."""
+    from bit_engine.transforms import should_cache
+
+    if should_cache(num_train, plan.resize):
+        return num_train + num_val
+    return plan.total_steps * plan.batch + (config.evaluations + 1) * num_val
 
 
 def _save_seconds(model: torch.nn.Module) -> float:
@@ -137,6 +154,23 @@ def _save_seconds(model: torch.nn.Module) -> float:
     t = time.perf_counter()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, io.BytesIO())
     return time.perf_counter() - t
+
+
+def _decode_seconds(folder: str, size: int, limit: int = 6) -> float:
+    """Seconds to decode and resize one of the folder's own photos to `size` (the first few found, timed).
+
+    For small inputs decoding costs as much as the forward pass, so both strategies count it.
+    """
+    from bit_engine.transforms import decode_resized
+
+    paths = _sample_images(folder, limit)
+    if not paths:
+        return 0.0
+    t = time.perf_counter()
+    for path in paths:
+        with contextlib.suppress(Exception):
+            decode_resized(path, size)
+    return (time.perf_counter() - t) / len(paths)
 
 
 def _sample_images(folder: str, limit: int) -> list[str]:
@@ -161,7 +195,6 @@ def _estimate_head(config, plan, device: torch.device, num_train: int, num_val: 
     folder's own photos: for small inputs it costs as much as the forward pass.
     """
     from bit_engine import frozen, weights
-    from bit_engine.transforms import decode_resized
 
     tick(0)
     model = create_model(config.model, num_classes=2, zero_head=False)
@@ -184,14 +217,7 @@ def _estimate_head(config, plan, device: torch.device, num_train: int, num_val: 
     t = time.perf_counter()
     feats = runner.features(x)
     forward = (time.perf_counter() - t) / mb
-    paths = _sample_images(config.data_dir, 6)
-    decode = 0.0
-    if paths:
-        t = time.perf_counter()
-        for path in paths:
-            with contextlib.suppress(Exception):
-                decode_resized(path, plan.crop)
-        decode = (time.perf_counter() - t) / len(paths)
+    decode = _decode_seconds(config.data_dir, plan.crop)
     # Head steps: the real computation on features of the real width, on one thread as the run does.
     opt = torch.optim.SGD(model.head_parameters(), lr=0.0, momentum=0.9)
     f = feats[torch.randint(0, mb, (plan.batch,))]

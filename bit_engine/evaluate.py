@@ -141,7 +141,7 @@ def evaluate_run(
         BitStudioError: the folder shares no class with the model, or is not a labelled folder.
         OperationCancelled: `cancel` was set.
     """
-    from bit_engine import data
+    from bit_engine import data, holdout
     from bit_engine.devices import prepare_for_device, resolve_device
     from bit_engine.errors import BitStudioError
     from bit_engine.runs import RunDir
@@ -154,7 +154,7 @@ def evaluate_run(
     model, memory_format = prepare_for_device(model, dev)
     extra: dict = {}
     if data_dir is None:
-        split = data.Split.from_dict(run.read_json("split.json"))
+        split = holdout.Split.from_dict(run.read_json("split.json"))
         samples = [(str(split.path_of(s)), s.label, s.path) for s in split.val]
         extra["split"] = "validation"
     else:

@@ -29,8 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bit_engine import data, hyperrule, images, models, preparation, sampling, weights
+from bit_engine import holdout, hyperrule, images, models, preparation, sampling, weights
 from bit_engine.config import DEFAULT_MODEL, TrainConfig
+from bit_engine.dataset import DatasetReport, Sample
 from bit_engine.efficientnet import SamePadConv2d, lite0_weights_path
 from bit_engine.errors import BitStudioError
 from bit_engine.progress import CancelFlag, OperationCancelled, Progress
@@ -213,7 +214,7 @@ def _check(cancel: CancelFlag | None) -> None:
         raise OperationCancelled("The demonstration was cancelled.")
 
 
-def _load(report: data.DatasetReport, sample: data.Sample, side: int) -> np.ndarray:
+def _load(report: DatasetReport, sample: Sample, side: int) -> np.ndarray:
     """The photo resized to a `side` square as BiT resizes it (whole photo, aspect ratio not kept)."""
     path = report.path_of(sample)
     try:
@@ -226,7 +227,7 @@ def _load(report: data.DatasetReport, sample: data.Sample, side: int) -> np.ndar
     return images.to_model_input(image, side)
 
 
-def pick_batch(report: data.DatasetReport, mates: int) -> tuple[data.Sample, tuple[data.Sample, ...]]:
+def pick_batch(report: DatasetReport, mates: int) -> tuple[Sample, tuple[Sample, ...]]:
     """The demonstration's photo and `mates` batch-mates, the same every time for the same folder.
 
     The photo is the folder's first training photo; batch-mates are the other training photos in a fixed
@@ -329,7 +330,7 @@ def normalize_in_batches(
 
 
 def normalization_demo(
-    report: data.DatasetReport,
+    report: DatasetReport,
     kernels: Kernels,
     *,
     batch_sizes: tuple[int, ...] = BATCH_SIZES,
@@ -501,13 +502,13 @@ class MixupPair:
     paths: tuple[str, str]
 
 
-def mixup_pair(report: data.DatasetReport, side: int = MIXUP_SIDE) -> MixupPair:
+def mixup_pair(report: DatasetReport, side: int = MIXUP_SIDE) -> MixupPair:
     """The first training photo of the folder's first two classes (that have photos).
 
     Raises:
         BitStudioError: the folder has photos of fewer than two classes, or a photo cannot be read.
     """
-    firsts: dict[int, data.Sample] = {}
+    firsts: dict[int, Sample] = {}
     for sample in report.train:
         firsts.setdefault(sample.label, sample)
         if len(firsts) == 2:
@@ -609,7 +610,7 @@ class RuleExplanation:
     why: str
 
 
-def plan_for(report: data.DatasetReport, config: TrainConfig | None = None) -> hyperrule.HyperRulePlan:
+def plan_for(report: DatasetReport, config: TrainConfig | None = None) -> hyperrule.HyperRulePlan:
     """The HyperRule plan for the folder: the config's (the Plan step's), or the default model's rule.
 
     Raises:
@@ -618,7 +619,7 @@ def plan_for(report: data.DatasetReport, config: TrainConfig | None = None) -> h
     config = config or TrainConfig(data_dir=report.root)
     if report.median_size is None:
         raise BitStudioError("The folder has no photos to plan for.")
-    split = data.split(report, config.val_fraction, config.seed)
+    split = holdout.split(report, config.val_fraction, config.seed)
     return preparation.make_plan(config, len(split.train), report.median_size)
 
 
@@ -738,7 +739,7 @@ class Explanation:
 
 
 def explain(
-    report: data.DatasetReport,
+    report: DatasetReport,
     config: TrainConfig | None = None,
     *,
     on_progress: Callable[[Progress], None] | None = None,

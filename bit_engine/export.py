@@ -1024,8 +1024,8 @@ def export_run(
         if on_progress is not None:
             on_progress(Progress(phase, done, stages, message=message))
 
-    from bit_engine.data import Split
     from bit_engine.fileio import refuse_inside_photos
+    from bit_engine.holdout import Split
     from bit_engine.runs import RunDir
 
     if quantize not in (None, "int8"):

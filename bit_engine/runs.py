@@ -4,6 +4,8 @@ config.json    the TrainConfig (what the user asked for)
 plan.json      the HyperRule plan with its reasons, the pre-processing and the class names
 dataset.json   the dataset report (counts, skipped files, warnings)
 split.json     the train/validation split, so a resume and an evaluation use the same one
+corrections.json  the label corrections the run trained with, and those it could not apply (only when the
+               config named corrections; see corrections.py)
 status.json    running / cancelled / failed / done, with the step, a message, and who writes it (pid, host,
                heartbeat): a "running" run whose process is gone reads as `interrupted`
 metrics.jsonl  one JSON line per log and per evaluation
@@ -12,8 +14,8 @@ checkpoint.pt  model, optimizer and step: what `resume` continues from (all rand
 model.pt       the final weights with what is needed to use them (model name, classes, pre-processing)
 report.json    accuracy, per-class precision/recall/F1, confusion matrix, every misclassified file
 
-A window lists and reopens runs through the typed readers here (`list_runs`, `read_status`, `read_plan`,
-`read_metrics`, `read_report`), never by parsing these files itself. This module imports torch only to read
+A window lists and reopens runs through the typed readers here (`list_runs`, `read_status`, `read_config`,
+`read_plan`, `read_metrics`, `read_report`), never by parsing these files itself. This module imports torch only to read
 or write checkpoints and models, so listing runs stays fast.
 """
 
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bit_engine import locations
+from bit_engine.config import ConfigError, TrainConfig
 from bit_engine.errors import BitStudioError
 from bit_engine.fileio import (
     UnsafeFileError,
@@ -341,6 +344,19 @@ def read_status(run_dir: str | Path, *, now: float | None = None) -> RunStatus:
     return status
 
 
+def read_config(run_dir: str | Path) -> TrainConfig:
+    """The run's settings (config.json), as the `TrainConfig` it was started with.
+
+    Raises:
+        RunError: missing or damaged (including settings out of range).
+    """
+    raw = RunDir(run_dir).read_json("config.json")
+    try:
+        return TrainConfig.from_dict(raw)
+    except (ConfigError, TypeError) as exc:
+        raise RunError(f"{Path(run_dir) / 'config.json'} is damaged ({exc}).", run_dir) from exc
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """What plan.json holds: the HyperRule's choices with their reasons, the pre-processing, the classes."""
@@ -363,6 +379,8 @@ class RunPlan:
     overrides: tuple[dict, ...]
     classes: tuple[str, ...]
     preprocessing: dict = field(repr=False)
+    # Label corrections the run trained with: applied, relabelled, left_out, not_applied ({} without).
+    corrections: dict = field(default_factory=dict)
 
 
 def read_plan(run_dir: str | Path) -> RunPlan:
@@ -392,6 +410,7 @@ def read_plan(run_dir: str | Path) -> RunPlan:
             overrides=tuple(raw.get("overrides", ())),
             classes=tuple(raw["classes"]),
             preprocessing=dict(raw["preprocessing"]),
+            corrections={k: int(v) for k, v in dict(raw.get("corrections") or {}).items()},
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise RunError(f"{Path(run_dir) / 'plan.json'} is damaged ({exc!r}).", run_dir) from exc

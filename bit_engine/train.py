@@ -34,13 +34,13 @@ from pathlib import Path
 
 import torch
 
-from bit_engine import data
 from bit_engine.config import TrainConfig
 from bit_engine.devices import prepare_for_device, resolve_device
 from bit_engine.errors import BitStudioError
 from bit_engine.estimate import Estimate, estimate
 from bit_engine.evaluate import build_report, loss_and_top1
 from bit_engine.fileio import OutputPlaceError, check_new_run_folder, remove_stale_temporaries
+from bit_engine.holdout import Split
 from bit_engine.models import create_model
 from bit_engine.preparation import Prepared, TrainingError, make_plan, prepare
 from bit_engine.progress import CancelFlag, OperationCancelled, Progress, ProgressCallback
@@ -196,11 +196,17 @@ def fit(
         run = RunDir(out)
     if dist.is_main:
         run.write_json("config.json", config.to_dict())
+        applied = prepared.corrections
+        recorded = {"corrections": applied.counts()} if applied else {}
         run.write_json(
-            "plan.json", {**plan.to_dict(), "preprocessing": pre.to_dict(), "classes": list(split.classes)}
+            "plan.json",
+            {**plan.to_dict(), "preprocessing": pre.to_dict(), "classes": list(split.classes), **recorded},
         )
         run.write_json("dataset.json", report.to_dict(include_samples=False))
         run.write_json("split.json", split.to_dict())
+        if applied:
+            # Which label corrections this run trained with (and which it could not apply, and why).
+            run.write_json("corrections.json", applied.to_dict())
         run.set_status("running", 0, plan.total_steps)
     return _run(
         config, run, split, plan, pre, device, on_progress, cancel, dist, None, made_folder=out is None
@@ -208,7 +214,15 @@ def fit(
 
 
 #: What `fit` writes before the first step: all of a run that never got as far as a checkpoint.
-_START_FILES = ("config.json", "plan.json", "dataset.json", "split.json", "status.json", "metrics.jsonl")
+_START_FILES = (
+    "config.json",
+    "plan.json",
+    "dataset.json",
+    "split.json",
+    "corrections.json",
+    "status.json",
+    "metrics.jsonl",
+)
 
 
 def _discard_start(run: RunDir, remove_folder: bool) -> None:
@@ -287,7 +301,7 @@ def resume(
     if dist.is_main:
         # Left by a kill during an atomic write; no other process trains this run (checked just above).
         remove_stale_temporaries(run.path)
-    split = data.Split.from_dict(run.read_json("split.json"))
+    split = Split.from_dict(run.read_json("split.json"))
     missing = split.missing()
     if missing:
         raise TrainingError(
@@ -314,7 +328,7 @@ def resume(
 
 
 def _datasets(
-    split: data.Split,
+    split: Split,
     pre: Preprocessing,
     seed: int,
     on_progress,

@@ -1,6 +1,8 @@
-"""Sizes and durations as people read them, for messages from the engine and the command line."""
+"""Sizes, durations, counts and lists as people read them, for messages from the engine and the command line."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 def format_bytes(n: float) -> str:
@@ -23,11 +25,17 @@ def format_duration(seconds: float) -> str:
 def describe_duration(seconds: float) -> str:
     """A duration in words for estimates: "1 second", "40 seconds", "1 minute", "12 minutes", "3.5 hours"."""
     if seconds < 89.5:
-        return _plural(max(1, round(seconds)), "second")  # "About 1 second" also for a fraction of one
+        return plural(max(1, round(seconds)), "second")  # "About 1 second" also for a fraction of one
     if seconds < 5400:
-        return _plural(round(seconds / 60), "minute")
+        return plural(round(seconds / 60), "minute")
     return f"{seconds / 3600:.1f} hours"
 
 
-def _plural(n: int, unit: str) -> str:
-    return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
+def plural(n: int, noun: str) -> str:
+    """A count with its noun: "1 photo", "3 photos" (nouns with a plain -s plural)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def join_and(items: Sequence[str]) -> str:
+    """Items as a sentence lists them: "a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

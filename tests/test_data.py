@@ -28,16 +28,10 @@ from corpus import (
 from PIL import Image
 
 from bit_engine import images
-from bit_engine.data import (
-    DatasetReport,
-    Sample,
-    ScanCancelled,
-    ScanProgress,
-    Split,
-    scan,
-    split,
-)
+from bit_engine.data import scan
+from bit_engine.dataset import DatasetReport, Sample, ScanCancelled, ScanProgress
 from bit_engine.errors import BitStudioError
+from bit_engine.holdout import Split, split
 
 
 @pytest.fixture

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import (
-    QApplication,
     QFileDialog,
     QLabel,
     QListWidget,
@@ -17,6 +15,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import settings
+from app.self_test import file_mime, send_drop
 
 
 def _data_page(window):
@@ -73,12 +72,7 @@ def test_open_a_folder_through_the_dialog_shows_classes_counts_and_thumbnails(
 
 
 def test_a_folder_dropped_on_the_window_is_opened(window, qtbot, color_folder):
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(color_folder))])
-    pos = QPointF(300, 300)
-    args = (Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(window, QDragEnterEvent(pos, *args))
-    QApplication.sendEvent(window, QDropEvent(pos, *args))
+    send_drop(window, file_mime([color_folder]), QPoint(300, 300))
     _wait_for_report(qtbot, window)
     assert [row[0] for row in _table(window)] == ["blue", "green", "red"]
 
@@ -110,6 +104,7 @@ def test_rescan_sees_the_fixed_folder(window, qtbot, color_folder):
 
 def test_a_cancelled_scan_returns_to_the_welcome_view(window, qtbot, color_folder, monkeypatch):
     from bit_engine import data
+    from bit_engine.dataset import ScanCancelled, ScanProgress
 
     started = threading.Event()
 
@@ -118,9 +113,9 @@ def test_a_cancelled_scan_returns_to_the_welcome_view(window, qtbot, color_folde
         done = 0
         while not cancel.is_set():  # reports progress like the real scan until cancelled
             done += 1
-            on_progress(data.ScanProgress("reading", done, 100_000, f"c/{done}.jpg"))
+            on_progress(ScanProgress("reading", done, 100_000, f"c/{done}.jpg"))
             cancel.wait(0.005)
-        raise data.ScanCancelled()
+        raise ScanCancelled()
 
     monkeypatch.setattr(data, "scan", slow_scan)
     window.open_folder(str(color_folder))

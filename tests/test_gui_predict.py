@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from gui_runs import cli_rows, drop, shared_exported_run
 from PIL import Image
-from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer
-from PySide6.QtGui import QDragEnterEvent
-from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
+from PySide6.QtCore import QMimeData, Qt, QTimer
+from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from app.pages.predict_page import PredictPage
+from app.self_test import send_drop
 from app.state import AppState
 from app.widgets.prediction_list import ROW_ROLE
 
@@ -210,14 +210,8 @@ def test_photos_dropped_before_a_model_wait_for_it(qtbot, page, onnx_model, tmp_
 def test_drag_of_something_that_is_not_a_file_is_not_accepted(qtbot, page):
     mime = QMimeData()
     mime.setText("just text")
-    enter = QDragEnterEvent(
-        QPointF(5, 5),
-        Qt.DropAction.CopyAction,
-        mime,
-        Qt.MouseButton.LeftButton,
-        Qt.KeyboardModifier.NoModifier,
-    )
-    QApplication.sendEvent(page.drop_area, enter)
+    enter, drop = send_drop(page.drop_area, mime)
+    assert drop is None
     assert not enter.isAccepted()
 
 

@@ -8,59 +8,10 @@ still said "running" (the engine reads that as interrupted).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
-
-from bit_engine import locations
-from bit_engine.config import TrainConfig
-from bit_engine.models import get_spec
-from bit_engine.runs import RunDir
-from bit_engine.train import make_plan
-from bit_engine.transforms import Preprocessing
-
-MODEL = "BiT-M-R50x1"
-
-
-def _dead_pid() -> int:
-    """The pid of a process that has ended (and been reaped)."""
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    return process.pid
-
-
-def make_run(name: str, data_dir: Path, state: str, step: int, total: int = 20, accuracy=None, age_s=0.0):
-    """A run folder under the user's runs folder, as training leaves it in `state` at `step`."""
-    run = RunDir(locations.runs_dir() / name)
-    run.path.mkdir(parents=True)
-    config = TrainConfig(data_dir=str(data_dir), model=MODEL, strategy="full", steps=total)
-    plan = make_plan(config, 24, (40, 30))
-    pre = Preprocessing.from_plan(plan, get_spec(MODEL).normalization)
-    run.write_json("config.json", config.to_dict())
-    run.write_json(
-        "plan.json", {**plan.to_dict(), "preprocessing": pre.to_dict(), "classes": ["a", "b", "c"]}
-    )
-    for s in range(1, step + 1):
-        record = {"step": s, "epoch": s / 3, "train_loss": 2.0 / s, "lr": 0.003, "elapsed": s * 0.1}
-        if s % 5 == 0:
-            record.update(val_loss=1.0 / s, val_top1=min(1.0, s / total))
-        run.append_metric(record)
-    if state == "interrupted":  # what a killed process leaves: "running", signed by a process that is gone
-        status = {"state": "running", "step": step, "total_steps": total, "message": "", "error": ""}
-        status.update(pid=_dead_pid(), host=__import__("socket").gethostname(), heartbeat=time.time())
-        run.write_json("status.json", status)
-    else:
-        run.set_status(state, step, total, f"{state} at step {step}")
-    if accuracy is not None:
-        run.write_json("report.json", {"accuracy": accuracy})
-        run.file("model.pt").write_bytes(b"weights")
-    when = time.time() - age_s
-    os.utime(run.file("config.json"), (when, when))
-    return run.path
+from gui_runs import RUN_MODEL as MODEL
+from gui_runs import make_run
 
 
 @pytest.fixture

@@ -6,12 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import Qt
 
 from app import settings
 from app.main import display_problem
+from app.self_test import file_mime, send_drop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,18 +101,7 @@ def test_the_evaluate_step_opens_once_a_run_has_a_model(window, tmp_path):
 
 
 def _drop(window, path):
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(path))])
-    pos = QPointF(window.width() / 2, window.height() / 2)
-    enter = QDragEnterEvent(
-        pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier
-    )
-    QApplication.sendEvent(window, enter)
-    drop = QDropEvent(
-        pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier
-    )
-    QApplication.sendEvent(window, drop)
-    return enter, drop
+    return send_drop(window, file_mime([path]))
 
 
 def test_a_dropped_file_is_refused_and_a_dropped_folder_accepted(window, tmp_path, monkeypatch):
@@ -125,7 +113,7 @@ def test_a_dropped_file_is_refused_and_a_dropped_folder_accepted(window, tmp_pat
     assert not enter.isAccepted()
     assert opened == []
     enter, drop = _drop(window, tmp_path)
-    assert enter.isAccepted() and drop.isAccepted()
+    assert enter.isAccepted() and drop is not None and drop.isAccepted()
     assert opened == [str(tmp_path)]
 
 

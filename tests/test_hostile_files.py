@@ -374,8 +374,8 @@ def test_training_goes_on_when_a_photo_breaks_after_the_scan(color_folder, tiny_
     "path", ["../../etc/passwd", "red/../../secret.png", "/etc/passwd", "C:/x.png", "a//b.png"]
 )
 def test_split_paths_may_not_leave_the_data_folder(path):
-    from bit_engine.data import Split
     from bit_engine.errors import BitStudioError
+    from bit_engine.holdout import Split
 
     good = {
         "format": 1,

@@ -9,7 +9,8 @@ from collections import Counter
 import pytest
 from corpus import make_class_folder, write_photo
 
-from bit_engine.data import scan, split
+from bit_engine.data import scan
+from bit_engine.holdout import split
 
 CLASSES = {"cats": 4, "dogs": 5}
 

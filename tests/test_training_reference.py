@@ -110,12 +110,12 @@ def test_a_batch_running_over_an_epoch_end_continues_in_the_next_shuffle():
 def test_the_validation_fraction_is_honoured(tmp_path, counts, fraction):
     from conftest import make_color_folder
 
-    from bit_engine import data
+    from bit_engine import data, holdout
 
     for name, n in zip(("red", "green", "blue"), counts, strict=False):
         make_color_folder(tmp_path / "ds", classes=(name,), per_class=n)
     report = data.scan(tmp_path / "ds")
-    split = data.split(report, fraction, seed=SEED)
+    split = holdout.split(report, fraction, seed=SEED)
     val_per_class = {c: sum(1 for s in split.val if split.classes[s.label] == c) for c in split.classes}
     expected = {name: round(n * fraction) for name, n in zip(("red", "green", "blue"), counts, strict=False)}
     assert val_per_class == expected

@@ -380,11 +380,11 @@ class DataPage(QWidget):
         self.views.setCurrentIndex(1)
 
         def scan(on_progress, cancel):
-            from bit_engine import data
+            from bit_engine import data, holdout
 
             report = data.scan(folder, on_progress=on_progress, cancel=cancel)
             # The planned split, as training will make it (same fraction and seed as the defaults).
-            split = data.split(report) if report.ok and not report.split_dirs else None
+            split = holdout.split(report) if report.ok and not report.split_dirs else None
             return report, split
 
         worker = Worker(scan, self, name="scan")

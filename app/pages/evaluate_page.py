@@ -106,7 +106,7 @@ def _read_validation(run_dir: str):
     """The run's validation report and split, for the page (runs in a Worker)."""
 
     def call(on_progress, cancel):
-        from bit_engine.data import Split
+        from bit_engine.holdout import Split
         from bit_engine.runs import RunDir, read_report
 
         report = read_report(run_dir).to_dict()

@@ -112,11 +112,11 @@ class _Engine:
 
 def _load_engine(report):
     def load(on_progress, cancel):
-        from bit_engine import data, devices, models, weights
+        from bit_engine import devices, holdout, models, weights
 
         split_train, split_val = len(report.train), len(report.val)
         if not report.split_dirs:
-            split = data.split(report)
+            split = holdout.split(report)
             split_train, split_val = len(split.train), len(split.val)
         reason = devices.gpu_unavailable_reason()
         return _Engine(

@@ -3,7 +3,8 @@
 Runs are read through the engine's run listing (`bit_engine.runs.list_runs`, `read_status`, `read_plan`,
 `read_metrics`), on a worker thread: a long run's history is thousands of lines, and a runs folder on a
 network drive can be slow. A run whose training process died shows as interrupted and can be resumed; a
-finished one opens in the Evaluate step, where it can also be exported.
+finished one opens in the Evaluate step, where it can also be exported. Several runs of the same folder can be
+selected and compared (`compare_view.CompareView`, which takes the page's place until "All runs").
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QSplitter,
+    QStackedWidget,
     QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from app import errors_view
+from app.pages.compare_view import CompareView
 from app.state import AppState
 from app.widgets.charts import TrainingCharts
 from app.workers import Worker
@@ -159,12 +162,15 @@ class RunsPage(QWidget):
     Signals:
         stepRequested(str): show a step ("evaluate" for Evaluate and Export).
         resumeRequested(str): resume this run folder (the window hands it to the Train step).
+        trainRequested(object): train this `TrainConfig` in the Train step (a from-scratch baseline asked for
+            in the comparison); the window calls `request_declined` when it cannot.
         runsLoaded(int): the list was (re)read; the number of runs.
         runOpened(str): the picked run's details are shown.
     """
 
     stepRequested = Signal(str)
     resumeRequested = Signal(str)
+    trainRequested = Signal(object)
     runsLoaded = Signal(int)
     runOpened = Signal(str)
 
@@ -198,7 +204,8 @@ class RunsPage(QWidget):
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(6, Qt.SortOrder.DescendingOrder)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        # Several runs (Ctrl/Shift+click) for Compare; the details below follow the current one.
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setAlternatingRowColors(True)
         self.table.setWordWrap(False)  # one line per run; a long run name loses its middle, not its date
@@ -208,6 +215,13 @@ class RunsPage(QWidget):
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.table.selectionModel().currentRowChanged.connect(self._on_current_changed)
+        self.table.selectionModel().selectionChanged.connect(self._update_compare)
+        self.compare_button = self._button("compareButton", "Compare", "Compare the selected runs")
+        self.compare_button.clicked.connect(self._on_compare)
+        self.compare_hint = QLabel()
+        self.compare_hint.setObjectName("compareHintLabel")
+        self.compare_hint.setAccessibleName("About comparing runs")
+        self.compare_hint.setWordWrap(True)
         self.empty_label = QLabel("No runs yet. Runs appear here once you start training in the Train step.")
         self.empty_label.setObjectName("noRunsLabel")
         self.empty_label.setWordWrap(True)
@@ -235,7 +249,9 @@ class RunsPage(QWidget):
 
         top = QHBoxLayout()
         top.addWidget(title)
-        top.addStretch(1)
+        top.addSpacing(12)
+        top.addWidget(self.compare_hint, 1)
+        top.addWidget(self.compare_button)
         top.addWidget(self.refresh_button)
         list_box = QWidget()
         list_layout = QVBoxLayout(list_box)
@@ -261,10 +277,22 @@ class RunsPage(QWidget):
         splitter.addWidget(details)
         splitter.setStretchFactor(0, 2)
         splitter.setStretchFactor(1, 3)
+        browse = QWidget()
+        browse_layout = QVBoxLayout(browse)
+        browse_layout.setContentsMargins(0, 0, 0, 0)
+        browse_layout.addLayout(top)
+        browse_layout.addWidget(splitter, 1)
+        self.browse = browse
+        self.compare_view = CompareView()
+        self.compare_view.backRequested.connect(self.show_list)
+        self.compare_view.scratchRequested.connect(self.trainRequested)
+        self.stack = QStackedWidget()
+        self.stack.addWidget(browse)
+        self.stack.addWidget(self.compare_view)
         layout = QVBoxLayout(self)
-        layout.addLayout(top)
-        layout.addWidget(splitter, 1)
+        layout.addWidget(self.stack)
         self._show_details(None)
+        self._update_compare()
         state.runChanged.connect(self._on_run_changed)
 
     def _button(self, name: str, text: str, accessible: str) -> QPushButton:
@@ -289,6 +317,7 @@ class RunsPage(QWidget):
 
     def _on_listed(self, runs: list) -> None:
         self.model.set_runs(runs)
+        self._update_compare()
         self.empty_label.setVisible(not runs)
         self.table.setVisible(bool(runs))
         wanted, self._wanted = self._wanted, None
@@ -373,6 +402,55 @@ class RunsPage(QWidget):
             self.state.set_run(self._shown[0])
             self.stepRequested.emit("evaluate")
 
+    # Comparing runs ---------------------------------------------------------------------------------------
+    def selected_runs(self) -> list:
+        """The selected runs (`RunSummary`s), in the list's order."""
+        rows = sorted(self.table.selectionModel().selectedRows(), key=lambda i: i.row())
+        picked = (self.model.run_at(self.proxy.mapToSource(i).row()) for i in rows)
+        return [r for r in picked if r is not None]
+
+    def _update_compare(self, *_args) -> None:
+        from bit_engine.compare import comparison_problem
+
+        picked = self.selected_runs()
+        problem = comparison_problem([r.data_dir for r in picked])
+        if problem is not None:
+            hint = problem
+        elif not picked:
+            hint = "Select runs of the same photos to compare them (Ctrl+click for several)."
+        elif len(picked) == 1:
+            hint = (
+                "Ctrl+click to add runs of the same photos; Compare can also train a from-scratch baseline."
+            )
+        else:
+            hint = f"{len(picked)} runs of {Path(picked[0].data_dir).name} selected."
+        self.compare_button.setEnabled(bool(picked) and problem is None)
+        self.compare_button.setToolTip(hint)
+        self.compare_hint.setText(hint)
+        self.compare_hint.setEnabled(problem is None)  # a hint in the quieter colour, a problem in full
+        self.compare_hint.setToolTip(hint)
+
+    def _on_compare(self) -> None:
+        picked = self.selected_runs()
+        if picked and self.compare_button.isEnabled():
+            self.compare_view.compare([str(r.path) for r in picked])
+            self.stack.setCurrentWidget(self.compare_view)
+
+    def show_list(self) -> None:
+        """Back from a comparison to the run list."""
+        self.stack.setCurrentWidget(self.browse)
+
+    def run_ended(self, run_dir: str) -> None:
+        """A training run ended (however it ended): list it, and let a comparison that asked for it add it."""
+        self._stale = True
+        if self.isVisible():
+            self.refresh()
+        self.compare_view.run_ended(run_dir)
+
+    def request_declined(self, config) -> None:
+        """A run asked for by `trainRequested` was not started (the window told the user why)."""
+        self.compare_view.forget_request(config)
+
     # Workers ----------------------------------------------------------------------------------------------
     def _start(self, worker: Worker) -> Worker:
         self._workers.append(worker)
@@ -393,3 +471,4 @@ class RunsPage(QWidget):
         for worker in list(self._workers):
             worker.cancel()
             worker.wait()
+        self.compare_view.shutdown()

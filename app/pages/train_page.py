@@ -124,7 +124,7 @@ class TrainPage(QWidget):
         self.resume_button = self._button("resumeButton", "Resume", "Resume the run from its last checkpoint")
         self.evaluate_button = self._button("trainEvaluateButton", "Evaluate →", "Evaluate the trained model")
         self.start_button.setDefault(True)
-        self.start_button.clicked.connect(self.start)
+        self.start_button.clicked.connect(lambda: self.start())
         self.cancel_button.clicked.connect(self.cancel)
         self.resume_button.clicked.connect(lambda: self.resume())
         self.evaluate_button.clicked.connect(lambda: self.stepRequested.emit("evaluate"))
@@ -212,25 +212,36 @@ class TrainPage(QWidget):
                 "No plan yet: open a folder in the Data step and choose settings in Plan."
             )
         else:
-            steps = f"{config.steps} steps" if config.steps else "the HyperRule's number of steps"
-            devices = self._devices()
-            device = "all GPUs" if devices == "all" else devices or "the best device available"
-            self.plan_label.setText(
-                f"<b>{Path(config.data_dir).name}</b> · {config.model} · "
-                f"{_STRATEGY_WORDS.get(config.strategy, config.strategy)} · {steps} · on {device}"
-            )
+            self._describe(config, self._devices())
         self._update_buttons()
 
+    def _describe(self, config: TrainConfig, devices: str | None) -> None:
+        steps = f"{config.steps} steps" if config.steps else "the HyperRule's number of steps"
+        device = "all GPUs" if devices == "all" else devices or "the best device available"
+        self.plan_label.setText(
+            f"<b>{Path(config.data_dir).name}</b> · {config.model} · "
+            f"{_STRATEGY_WORDS.get(config.strategy, config.strategy)} · {steps} · on {device}"
+        )
+
     # Starting and stopping ---------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Start a new run of the current plan."""
-        config = self.state.config
-        if config is None or self.session is not None:
+    def start(self, config: TrainConfig | None = None) -> None:
+        """Start a new run: of `config` when given (a from-scratch baseline asked for in the Runs step), else
+        of the current plan."""
+        if self.session is not None:
+            return
+        devices = self._devices()
+        if config is not None:
+            # Not the plan's run: the label says what trains; the Plan step's device set still applies.
+            devices = self.state.devices or config.device
+            self._describe(config, devices)
+        config = config or self.state.config
+        if config is None:
             return
         self.charts.clear()
         self.log_view.clear()
-        self.log_view.add_message(f"New run: {config.model} on {config.data_dir}.")
-        self._begin(TrainingSession(config, devices=self._devices(), isolate=self.isolate, setup=self.setup))
+        scratch = " from scratch" if config.strategy == "scratch" else ""
+        self.log_view.add_message(f"New run: {config.model}{scratch} on {config.data_dir}.")
+        self._begin(TrainingSession(config, devices=devices, isolate=self.isolate, setup=self.setup))
 
     def resume(self, run_dir: str | None = None) -> None:
         """Continue `run_dir` (default: the run shown) from its last checkpoint."""
