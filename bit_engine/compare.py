@@ -135,7 +135,8 @@ def load_run(run_dir: str | Path) -> ComparedRun:
         model=summary.model,
         strategy=summary.strategy,
         state=summary.status,
-        step=summary.step,
+        # status.json moves at checkpoints; a running run's metrics say where it is now.
+        step=max([summary.step] + [m.step for m in metrics[-1:]]),
         total_steps=summary.total_steps or (plan.total_steps if plan is not None else 0),
         batch=plan.batch if plan is not None else None,
         crop=plan.crop if plan is not None else None,
@@ -399,7 +400,7 @@ class TransferBenefits:
             total = self.scratch.curve[-1][0]
             if self.caught_up_at is not None and self.caught_up_at <= 0.9 * total:
                 end += (
-                    f" It matched from scratch's final accuracy after {_images(self.caught_up_at)}, "
+                    f" It reached the from-scratch run's final accuracy after {_images(self.caught_up_at)}, "
                     f"{self.caught_up_at / total:.0%} of the way through training."
                 )
         elif v["end"] == 0:
@@ -484,6 +485,16 @@ def explain(compared: Sequence[ComparedRun]) -> list[Paragraph]:
                 ),
             )
         )
+    elif not scratch and any(r.from_scratch for r in compared):
+        out.append(
+            Paragraph(
+                "What pre-training bought",
+                (
+                    "The run from scratch has no validation accuracy yet: the comparison appears once it has "
+                    "been evaluated.",
+                ),
+            )
+        )
     elif not scratch:
         best = max(transfer, key=lambda r: r.best_accuracy or 0.0)
         lines = [
@@ -504,6 +515,7 @@ def explain(compared: Sequence[ComparedRun]) -> list[Paragraph]:
             )
         )
     else:
+        said: set[str] = set()  # a caveat shared by several pairs (the validation set's size) is said once
         for t in transfer:
             s = (
                 baseline_of(t, scratch)
@@ -512,7 +524,9 @@ def explain(compared: Sequence[ComparedRun]) -> list[Paragraph]:
             )
             benefits = TransferBenefits.measure(t, s)
             title = f"{t.label} against {s.label}"
-            out.append(Paragraph(title, tuple(f.text for f in benefits.findings())))
+            lines = [f.text for f in benefits.findings() if f.aspect != "note" or f.text not in said]
+            said.update(f.text for f in benefits.findings() if f.aspect == "note")
+            out.append(Paragraph(title, tuple(lines)))
     if missing:
         names = ", ".join(r.label for r in missing)
         out.append(

@@ -56,8 +56,8 @@ def test_a_pre_trained_run_that_starts_and_ends_higher_says_so_and_who_climbed_f
         "Slope: training from scratch climbed faster from 100 images to 200 images (gained 14 points, "
         "pre-trained gained 8 points), but from a lower start.",
         "Higher asymptote: the pre-trained model ended at 95% (best 95%), training from scratch at 58% "
-        "(best 58%). It matched from scratch's final accuracy after 100 images, 25% of the way through "
-        "training.",
+        "(best 58%). It reached the from-scratch run's final accuracy after 100 images, 25% of the way "
+        "through training.",
     ]
 
 
@@ -117,6 +117,10 @@ def test_explain_pairs_each_pre_trained_run_with_its_baseline_and_says_what_is_m
     assert explain([]) == []
     alone = explain([_run("full", TRANSFER)])
     assert len(alone) == 1 and "None of these runs was trained from scratch" in alone[0].lines[0]
+    waiting = explain([_run("full", TRANSFER), _run("scratch", [], state="running")])
+    assert waiting[0].lines == (
+        "The run from scratch has no validation accuracy yet: the comparison appears once it has been evaluated.",
+    )
     only_scratch = explain([_run("scratch", SCRATCH)])
     assert "Every run here was trained from scratch" in only_scratch[0].lines[0]
 
@@ -137,6 +141,18 @@ def test_explain_pairs_each_pre_trained_run_with_its_baseline_and_says_what_is_m
     assert paragraphs[2].lines == (
         "BiT-M-R50x1 · Fine-tune: no validation accuracy recorded, so not on the chart.",
     )
+
+
+def test_a_caveat_shared_by_several_pairs_is_said_once():
+    paragraphs = explain(
+        [
+            _run("full", TRANSFER, val_images=50),
+            _run("head", TRANSFER, val_images=50),
+            _run("scratch", SCRATCH, val_images=50),
+        ]
+    )
+    notes = [line for p in paragraphs for line in p.lines if line.startswith("With 50 validation photos")]
+    assert len(paragraphs) == 2 and len(notes) == 1
 
 
 def test_only_runs_of_one_folder_can_be_compared():
@@ -177,6 +193,10 @@ def test_a_run_folder_reads_as_its_figures_and_a_curve_against_images_seen(tmp_p
     assert compare.training_seconds(metrics) == 7.0
     stopped = make_run("stopped", data, "cancelled", 3, every=5)
     assert load_run(stopped).curve == () and load_run(stopped).final_accuracy is None
+    # A running run's status moves at checkpoints only: its metrics say where it is.
+    running = make_run("running", data, "running", 7)
+    runs.RunDir(running).set_status("running", 5, 20)
+    assert load_run(running).step == 7 and load_run(running).state == "running"
 
 
 @pytest.mark.parametrize(("strategy", "resolution"), [("head", None), ("full", 64)])

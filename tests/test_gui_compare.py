@@ -83,10 +83,6 @@ def _cells(view) -> list[list[str]]:
     return [[model.index(r, c).data() for c in range(model.columnCount())] for r in range(model.rowCount())]
 
 
-def _legend(view) -> list[str]:
-    return [label.text for _, label in view.chart.plotItem.legend.items]
-
-
 def test_compare_is_offered_for_runs_of_one_folder_and_says_why_not_for_others(window, qtbot, flower_runs):
     page = _open_runs(window, qtbot)
     assert page.compare_button.objectName() == "compareButton"
@@ -118,7 +114,9 @@ def test_the_comparison_shows_curves_figures_and_what_transfer_bought_in_words(w
         ["run-transfer", "BiT-M-R50x1", "Fine-tune", "20", "64", "128×128 px", "10s", "95.0%", "95.0%"],
     ]
     assert view.curve_count() == 2
-    assert _legend(view) == ["BiT-M-R50x1 · From scratch", "BiT-M-R50x1 · Fine-tune"]
+    assert view.legend_names() == ["BiT-M-R50x1 · From scratch", "BiT-M-R50x1 · Fine-tune"]
+    assert view.legend.isVisible() and "━━●━━</span>&nbsp;BiT-M-R50x1 · Fine-tune" in view.legend.text()
+    assert "╍╍●╍╍" in view.legend.text()  # from scratch: dashed, on the chart too
     xs, ys = view.chart.listDataItems()[1].getData()
     assert list(xs) == [5 * 64, 10 * 64, 15 * 64, 20 * 64]  # images seen, not steps
     assert ys[0] == pytest.approx(100 * _transfer_top1(5))
@@ -200,14 +198,14 @@ def test_the_baseline_trains_in_a_child_process_and_joins_the_comparison(window,
         "run-lite0",
         folder,
         "done",
-        6,
-        total=6,
+        4,
+        total=4,
         accuracy=1.0,
         model="EfficientNet-Lite0",
         strategy="head",
         batch=8,
         resolution=32,
-        every=3,
+        every=2,
         settings=fast,
     )
     page = _open_runs(window, qtbot)
@@ -236,7 +234,7 @@ def test_the_baseline_trains_in_a_child_process_and_joins_the_comparison(window,
 
     qtbot.waitUntil(lambda: view.model.rowCount() == 2, timeout=10_000)
     assert [row[2] for row in _cells(view)] == ["Head only", "From scratch"]
-    assert _cells(view)[1][3] == "6"
+    assert _cells(view)[1][3] == "4"
     assert view.curve_count() == 2
     assert "EfficientNet-Lite0 · Head only against EfficientNet-Lite0 · From scratch" in view.summary_text()
     assert not view.scratch_button.isEnabled() and "is in this comparison" in view.baseline_label.text()

@@ -146,7 +146,7 @@ class CompareTableModel(QAbstractTableModel):
             return _duration(r.seconds)
         if column == 7:
             if r.final_accuracy is None:
-                return "not finished" if not r.finished else "—"
+                return ("training" if r.state == "running" else "not finished") if not r.finished else "—"
             return f"{r.final_accuracy:.1%}"
         return "—" if r.best_accuracy is None else f"{r.best_accuracy:.1%}"
 
@@ -230,6 +230,11 @@ class CompareView(QWidget):
         self.baseline_label.setWordWrap(True)
 
         self.chart = self._chart()
+        # The legend sits above the chart, not in it: inside, it would hide whichever curve runs under it.
+        self.legend = named(QLabel(), "compareLegend", "Legend of the chart")
+        self.legend.setWordWrap(True)
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        self._legend_names: list[str] = []
         self.summary = named(QLabel(), "compareSummaryLabel", "What pre-training bought, in words")
         self.summary.setWordWrap(True)
         self.summary.setTextFormat(Qt.TextFormat.RichText)
@@ -254,8 +259,9 @@ class CompareView(QWidget):
         layout.addLayout(top)
         layout.addWidget(self.table)
         layout.addLayout(baseline)
-        layout.addWidget(self.chart, 3)
-        layout.addWidget(words, 2)
+        layout.addWidget(self.legend)
+        layout.addWidget(self.chart, 1)
+        layout.addWidget(words, 1)
         self._update_baseline()
 
     def _chart(self) -> pg.PlotWidget:
@@ -276,7 +282,6 @@ class CompareView(QWidget):
         chart.setMenuEnabled(False)
         chart.setYRange(0, 100, padding=0.02)
         chart.setMinimumSize(200, 160)
-        chart.addLegend(offset=(-10, -10), labelTextSize="9pt", labelTextColor=text)
         return chart
 
     # Showing runs -----------------------------------------------------------------------------------------
@@ -316,9 +321,9 @@ class CompareView(QWidget):
         self._update_baseline()
 
     def _draw(self, colours: list[QColor]) -> None:
-        self.chart.clear()  # curves and their legend entries
+        self.chart.clear()
         labels = [r.label for r in self.runs]
-        described = []
+        described, entries, self._legend_names = [], [], []
         for i, (r, colour) in enumerate(zip(self.runs, colours, strict=True)):
             if not r.curve:
                 continue
@@ -336,11 +341,20 @@ class CompareView(QWidget):
                 symbolSize=6,
                 symbolBrush=colour,
                 symbolPen=None,
-                name=name,
             )
             described.append(f"{name}: {ys[-1]:.1f}% after {xs[-1]:,} images")
+            line = "╍╍●╍╍" if r.from_scratch else "━━●━━"
+            entries.append(f"<span style='color:{colour.name()}'>{line}</span>&nbsp;{_escape(name)}")
+            self._legend_names.append(name)
+        self.legend.setText("&nbsp;&nbsp;&nbsp;&nbsp; ".join(entries))
+        self.legend.setVisible(bool(entries))
+        self.legend.setAccessibleDescription("; ".join(self._legend_names))
         self.chart.enableAutoRange(axis="x")
         self.chart.setAccessibleDescription("; ".join(described) or "No curves.")
+
+    def legend_names(self) -> list[str]:
+        """The legend's entries, one per curve, in the table's order."""
+        return list(self._legend_names)
 
     def curve_count(self) -> int:
         """The curves on the chart."""
@@ -380,6 +394,11 @@ class CompareView(QWidget):
         elif (existing := baseline_of(target, self.runs)) is not None:
             if existing.finished:
                 why = f"The from-scratch run with the schedule of {target.label} is in this comparison."
+            elif existing.state == "running":
+                why = (
+                    f"The from-scratch run is training (step {existing.step} of {existing.total_steps}); "
+                    "it joins this comparison when it ends."
+                )
             else:
                 why = (
                     f"The from-scratch run stopped at step {existing.step} of {existing.total_steps}: resume it "
@@ -428,6 +447,8 @@ class CompareView(QWidget):
         worker.succeeded.connect(self._on_ended_run_loaded)
 
     def _on_ended_run_loaded(self, loaded) -> None:
+        from bit_engine.compare import comparison_problem
+
         runs, _problems = loaded
         if not runs:
             return
@@ -438,7 +459,7 @@ class CompareView(QWidget):
             self._requests = [r for r in self._requests if not self._is_request(run.config, r)]
         if known:
             self.runs[known[0]] = run
-        elif requested:
+        elif requested and comparison_problem([r.data_dir for r in self.runs] + [run.data_dir]) is None:
             self.runs.append(run)
             self._paths.append(str(run.path))
         else:

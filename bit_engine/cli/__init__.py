@@ -17,7 +17,7 @@ from bit_engine.progress import OperationCancelled
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bit_engine.cli import cmd_export, cmd_train, cmd_weights
+    from bit_engine.cli import cmd_export, cmd_labels, cmd_train, cmd_weights
 
     parser = argparse.ArgumentParser(
         prog="bit-studio",
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"bit-studio {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in (cmd_train, cmd_export, cmd_weights):
+    for module in (cmd_train, cmd_labels, cmd_export, cmd_weights):
         module.register(sub)
     return parser
 
