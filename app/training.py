@@ -97,9 +97,13 @@ class ProgressDigest:
                 if p.phase not in ("training", "evaluating", "done"):
                     d.messages.append(f"{PHASE_WORDS.get(p.phase, p.phase.capitalize())}…")
                 elif p.phase == "training" and not d.train_points and self._evaluating_at is None:
-                    d.messages.append(f"Training from step {max(0, p.step - 1)} of {p.total_steps}…")
+                    # A step's report counts it as done; one from inside a step, the step before it.
+                    first = p.step if p.train_loss is None else max(0, p.step - 1)
+                    d.messages.append(f"Training from step {first} of {p.total_steps}…")
             if p.phase == "evaluating":
                 self._evaluating_at = p.step
+            elif p.phase == "training" and p.train_loss is None:
+                pass  # from inside a long step: the bar shows it (progress_text), the curves wait for the step
             elif p.phase == "training":
                 d.train_points.append((p.step, p.train_loss, p.lr))
                 if self._evaluating_at == p.step:

@@ -67,7 +67,9 @@ class Progress:
     Phases: starting (training processes), scanning, downloading, caching, features, training, evaluating,
     exporting, verifying, quantizing, predicting, estimating, folds (the label-issue search), done.
     `done`/`total` count the units of the current phase (files, bytes, images, steps); the training fields
-    are set during training.
+    are set during training. A "training" report without `train_loss` comes from inside a step that takes a
+    while (several micro-batches): `step` is still the last finished step, and `message` says how far the
+    next one is ("micro-batch 5 of 16 of step 4"); it adds no point to a loss curve.
     """
 
     phase: str

@@ -488,6 +488,36 @@ def _train_and_evaluate(
     last_ckpt = time.monotonic()
     window: list[tuple[float, int]] = []
     val_loss = val_top1 = None
+    ips = remaining = None
+    lr = plan.lr(start)
+    step_ended = time.monotonic()
+
+    def within_step(k: int, parts: int) -> None:
+        # One step of a large batch on a CPU takes minutes: say that it is under way, micro-batch by
+        # micro-batch, in a "training" report without a loss (the step's own report follows it).
+        now = time.monotonic()
+        left = None if remaining is None else remaining - (now - step_ended)
+        _emit(
+            on_progress,
+            Progress(
+                "training",
+                step,
+                plan.total_steps,
+                step=step,
+                total_steps=plan.total_steps,
+                epoch=stream.epoch_at(step),
+                lr=lr,
+                images_per_s=ips,
+                elapsed=now - t0,
+                eta=left if left is not None and left > 0 else None,  # run out: no figure, not "0s"
+                val_loss=val_loss,
+                val_top1=val_top1,
+                message=f"micro-batch {k} of {parts} of step {step + 1}",
+            ),
+        )
+
+    if isinstance(trainer, FullTrainer):
+        trainer.on_micro_batch = within_step
 
     def save_checkpoint(step: int) -> None:
         if not dist.is_main:
@@ -526,11 +556,12 @@ def _train_and_evaluate(
             loss_sum, count = dist.all_sum([loss * n, float(n)])
             loss = loss_sum / count
         step += 1
-        window.append((time.monotonic() - t_step, plan.batch))
+        step_ended = time.monotonic()
+        window.append((step_ended - t_step, plan.batch))
         window = window[-20:]
         secs = sum(t for t, _ in window)
         ips = sum(n for _, n in window) / secs if secs > 0 else None
-        elapsed = time.monotonic() - t0
+        elapsed = step_ended - t0
         remaining = (plan.total_steps - step) * secs / len(window)
         record = {"step": step, "epoch": round(stream.epoch_at(step), 4), "train_loss": loss, "lr": lr}
         evaluated = step in eval_at

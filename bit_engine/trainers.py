@@ -119,6 +119,9 @@ class FullTrainer:
         self._exchanging = False  # inside the backward pass that all-reduces (see `step`)
         self.amp_dtype = autocast_dtype(device, config.precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        # Called with (k, parts) as the k-th forward/backward of a step of several begins: one step of a
+        # large batch on a CPU takes minutes, and the loop reports that it is under way (see train.py).
+        self.on_micro_batch: Callable[[int, int], None] | None = None
 
     def ready(self) -> bool:
         return True
@@ -189,6 +192,8 @@ class FullTrainer:
         for k, (x, y, y2) in enumerate(pieces):
             if cancel.is_set():
                 return None
+            if self.on_micro_batch is not None and len(pieces) > 1:
+                self.on_micro_batch(k + 1, len(pieces))
             x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
             y, y2 = y.to(self.device, non_blocking=True), y2.to(self.device, non_blocking=True)
             last = k == len(pieces) - 1

@@ -57,6 +57,8 @@ def progress_text(p: Progress) -> tuple[str, int, int]:
     if p.phase in ("training", "evaluating", "done") and p.total_steps:
         parts = [f"{words} — step {p.step} / {p.total_steps}"]
         if p.phase == "training":
+            if p.message:  # inside a long step: how far it is
+                parts.append(p.message)
             if p.images_per_s:
                 parts.append(f"{p.images_per_s:.0f} images/s")
             if p.eta is not None and p.step < p.total_steps:

@@ -209,6 +209,10 @@ def _print_plan(plan) -> None:
         print(f"  warning: {w}")
 
 
+#: Seconds without a progress line before the printer says, in a log, that the work goes on.
+HEARTBEAT_S = 5.0
+
+
 class _ProgressPrinter:
     """Turns engine `Progress` objects into a progress bar (or JSON lines).
 
@@ -218,11 +222,20 @@ class _ProgressPrinter:
             the scan), so that nothing is announced before it is checked.
         estimate: seconds the run was estimated to take (the plan's estimate); without one, the estimate is
             the one the progress bar showed after the first steps. A finished run prints both.
+        heartbeat: seconds of silence after which a log (not a terminal) gets a line saying the work goes on.
     """
 
-    def __init__(self, as_json: bool, announce: str | None = None, estimate: float | None = None):
+    def __init__(
+        self,
+        as_json: bool,
+        announce: str | None = None,
+        estimate: float | None = None,
+        heartbeat: float = HEARTBEAT_S,
+    ):
         self.as_json = as_json
-        self.bar = TextProgress()
+        # In a log (not a terminal) a slow step would leave minutes without a line: the bar's heartbeat
+        # repeats the latest line, with the time since it, after `heartbeat` seconds of silence.
+        self.bar = TextProgress(heartbeat=heartbeat)
         self.phase = None
         self.announce = announce
         self.estimate = estimate
@@ -256,7 +269,12 @@ class _ProgressPrinter:
                 timing += f" ({self.estimate_source}: {format_duration(self.estimate)})"
             print(timing + ".", flush=True)
             return
-        if p.phase == "training":
+        if p.phase == "training" and p.train_loss is None:  # inside a long step: how far it is
+            text = f"step {p.step}/{p.total_steps}  {p.message}"
+            if p.eta is not None:
+                text += f"  ETA {format_duration(p.eta)}"
+            self.bar.update(p.fraction, text)
+        elif p.phase == "training":
             text = f"step {p.step}/{p.total_steps}  loss {p.train_loss:.3f}  lr {p.lr:.2g}"
             if p.images_per_s:
                 text += f"  {p.images_per_s:.0f} img/s"
@@ -611,7 +629,8 @@ def _with_sigint(fn, first, printer, cancel, **kwargs):
         if cancel.is_set():
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
         cancel.set()
-        print("\nStopping after the current micro-batch (Ctrl-C again to abort)...", file=sys.stderr)
+        # One write, so that a progress line written meanwhile by the bar's heartbeat thread cannot split it.
+        sys.stderr.write("\nStopping after the current micro-batch (Ctrl-C again to abort)...\n")
 
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
