@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from pathlib import Path
 
 import pytest
 from conftest import make_color_folder
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-from app.pages.label_issues_panel import IssueRow, LabelIssuesPanel
+from app.pages.label_issues_panel import LabelIssuesPanel
 
 #: (photo made as, folder it is put in): three photos in the wrong folder.
 PLANTED = (("red/red_00.png", "blue"), ("green/green_01.png", "red"), ("blue/blue_02.png", "green"))
@@ -212,3 +212,122 @@ def test_a_search_can_be_cancelled_and_leaves_no_thread(qtbot, window, tmp_path)
     assert panel.summary.text() == "The check was cancelled. Nothing was changed."
     assert panel.find_button.isEnabled() and not panel.busy.isVisible()
     assert panel.issue_report is None
+
+
+@pytest.fixture
+def evaluate_page(qtbot):
+    """The Evaluate step on its own (shut down after the test, as the window would)."""
+    from app.pages.evaluate_page import EvaluatePage
+    from app.state import AppState
+
+    page = EvaluatePage(AppState())
+    qtbot.addWidget(page)
+    page.resize(1200, 800)
+    page.show()
+    qtbot.waitExposed(page)
+    yield page
+    page.shutdown()
+
+
+def test_the_evaluate_gallery_records_a_correction_and_marks_the_photo(qtbot, evaluate_page, trained):
+    from app.widgets.mistake_gallery import MARK_ROLE
+    from bit_engine.corrections import Correction, CorrectionStore
+
+    folder, _moved, run = trained
+    before = snapshot(folder)
+    page, state = evaluate_page, evaluate_page.state
+    with qtbot.waitSignal(page.evaluationShown, timeout=30_000):
+        page.load_run(str(run))
+    classes = page.evaluation.classes
+    confusion = page.evaluation.report["confusion"]
+    cell = next((t, p) for t, row in enumerate(confusion) for p, n in enumerate(row) if n)
+    page.show_cell(*cell)
+    model = page.gallery.gallery_model
+    assert model.rowCount()
+    item = model.item(0)
+    relative = Path(item.path).relative_to(folder.resolve()).as_posix()
+    changed = []
+    state.correctionsChanged.connect(changed.append)
+    page.gallery.itemChosen.emit(item)
+    detail = page.detail
+    assert detail.corrections.isVisible()
+    menu = detail.belongs_button.menu()
+    offered = [a.text() for a in menu.actions()]
+    assert offered == [c for c in classes if c != item.true]  # every class but its folder's
+
+    menu.actions()[0].trigger()
+    target = offered[0]
+    assert CorrectionStore(folder).corrections() == (Correction(relative, item.true, target),)
+    assert changed == [str(folder.resolve())]
+    assert model.index(0).data(MARK_ROLE) == f"→ {target}"
+    assert f"corrected: → {target}" in model.index(0).data(Qt.ItemDataRole.ToolTipRole)
+    assert detail.correction_label.text() == f"✓ Corrected: moved to {target}. The next run uses it."
+    assert detail.undo_button.isVisible()
+
+    detail.leave_button.click()  # changes its mind: leave it out instead
+    assert CorrectionStore(folder).corrections() == (Correction(relative, item.true, None),)
+    assert model.index(0).data(MARK_ROLE) == "left out"
+
+    detail.undo_button.click()
+    assert CorrectionStore(folder).corrections() == ()
+    assert model.index(0).data(MARK_ROLE) is None and not detail.undo_button.isVisible()
+    assert snapshot(folder) == before
+
+
+def test_the_plan_counts_the_corrections_and_the_next_run_trains_with_them(
+    qtbot, data_window, trained, monkeypatch
+):
+    from app import settings
+    from app import timing as app_timing
+    from bit_engine import runs
+    from bit_engine.corrections import run_corrections
+    from bit_engine.train import Estimate
+
+    def instant(spec, configs, num_train, num_val, median_size, on_result, cancel):
+        for config in configs:  # estimates are not what this test is about: no timed steps
+            on_result(config.strategy, Estimate(config.strategy, 60.0, 0.01, 8, "cpu", "About a minute."))
+
+    monkeypatch.setattr(app_timing, "time_strategies", instant)
+    folder, _moved, first_run = trained
+    before = snapshot(folder)
+    window = data_window
+    panel = _panel(window)
+    _find(qtbot, panel)
+    rows = {row.issue.path: row for row in panel.issue_rows()}
+    rows["blue/red_00.png"].move_button.click()
+    rows["red/green_01.png"].leave_button.click()
+
+    settings.update(default_device="cpu")
+    window.go_to("plan")
+    plan = window.pages["plan"]
+    qtbot.waitUntil(lambda: window.state.config is not None, timeout=60_000)
+    plan.model_picker.setCurrentIndex(plan.model_picker.findData("EfficientNet-Lite0"))  # offline weights
+    assert window.state.config.model == "EfficientNet-Lite0"
+    assert plan.corrections_label.isVisible()
+    assert plan.corrections_label.text().startswith(
+        "2 label corrections will be applied (1 moved to another class, 1 left out)."
+    )
+    assert set(window.state.config.corrections) == {
+        ("blue/red_00.png", "blue", "red"),
+        ("red/green_01.png", "red", None),
+    }
+    # Undone in the Data step: the plan follows at once.
+    rows["red/green_01.png"].undo_button.click()
+    assert plan.corrections_label.text().startswith("1 label correction will be applied")
+    assert window.state.config.corrections == (("blue/red_00.png", "blue", "red"),)
+
+    # A tiny run of this plan, in the Train step's child process, records the correction it used.
+    window.state.set_config(
+        window.state.config.replace(steps=3, batch=8, resolution=32, workers=0, evaluations=1)
+    )
+    window.go_to("train")
+    train = window.pages["train"]
+    train.start()
+    qtbot.waitUntil(lambda: train.session is None, timeout=180_000)
+    run_dir = window.state.run_dir
+    assert run_dir and Path(run_dir) != first_run, train.bar_text()
+    assert runs.read_status(run_dir).state == "done", train.bar_text()
+    applied = run_corrections(run_dir)
+    assert [c.as_tuple() for c in applied.applied] == [("blue/red_00.png", "blue", "red")]
+    assert runs.read_plan(run_dir).corrections["relabelled"] == 1
+    assert snapshot(folder) == before

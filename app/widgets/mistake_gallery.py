@@ -402,20 +402,26 @@ class PhotoDetail(QFrame):
         if classes is None:
             return
         menu = self.belongs_button.menu()
-        menu.clear()
-        for name in classes:
-            if name != folder_label:
-                action = menu.addAction(name)
-                action.triggered.connect(
-                    lambda _checked=False, target=name: (
-                        self.item and self.correctionAsked.emit(self.item, target)
-                    )
-                )
-        self.belongs_button.setEnabled(not menu.isEmpty())
+        # Rebuilt only when its choices change, and the old actions deleted later: this runs from the
+        # triggered signal of one of them, which must outlive its own emission.
+        choices = [name for name in classes if name != folder_label]
+        if [a.text() for a in menu.actions()] != choices:
+            self._set_choices(menu, choices)
+        self.belongs_button.setEnabled(bool(choices))
         self.correction_label.setVisible(mark is not None)
         self.undo_button.setVisible(mark is not None)
         if mark is not None:
             self.correction_label.setText(f"✓ Corrected: {mark}. The next run uses it.")
+
+    def _set_choices(self, menu: QMenu, choices: Sequence[str]) -> None:
+        for action in menu.actions():
+            menu.removeAction(action)
+            action.deleteLater()
+        for name in choices:
+            action = menu.addAction(name)
+            action.triggered.connect(
+                lambda _checked=False, target=name: self.item and self.correctionAsked.emit(self.item, target)
+            )
 
     def show_placeholder(self) -> None:
         self.item = None
