@@ -106,7 +106,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="0", help="noise seeds, comma-separated (one folder each)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--resolution", type=int, help="input size (default: the head strategy's, 224)")
-    parser.add_argument("--steps", type=int, help="head run steps (default: the HyperRule's)")
+    parser.add_argument(
+        "--strategy", default="head", choices=("head", "full"), help="of the four runs (head)"
+    )
+    parser.add_argument("--steps", type=int, help="steps of the runs (default: the HyperRule's)")
+    parser.add_argument("--batch", type=int, help="batch of the runs (default: the HyperRule's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sweep", action="store_true", help="also try other weight penalties of the head")
     args = parser.parse_args(argv)
@@ -125,9 +129,10 @@ def main(argv: list[str] | None = None) -> None:
             config = TrainConfig(
                 data_dir=str(root),
                 model=args.model,
-                strategy="head",
+                strategy=args.strategy,
                 resolution=args.resolution,
                 steps=args.steps,
+                batch=args.batch,
                 flip=False,  # a mirrored digit is not the same digit
                 device=args.device,
                 seed=0,
@@ -144,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"  label issues: {len(found)} listed, {len(hits)} of them moved photos: precision "
                 f"{precision:.1%}, recall {recall:.1%}; the suggestion is the true digit for {right} of "
-                f"{len(hits)}. {seconds:.0f} s ({report.computed} photos through the network); again: "
+                f"{len(hits)}; out-of-fold agreement with the given labels {report.agreement:.1%}. "
+                f"{seconds:.0f} s ({report.computed} photos through the network); again: "
                 f"{again.seconds:.1f} s, {again.computed} through the network"
             )
             if args.sweep:
@@ -163,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
                 result = fit(config.replace(corrections=corrections), out=Path(tmp) / f"run{i}")
                 accuracy[name] = result.val_top1
                 print(
-                    f"  head run, {name:<27} val accuracy {result.val_top1:.2%} "
+                    f"  {args.strategy} run, {name:<27} val accuracy {result.val_top1:.2%} "
                     f"({time.perf_counter() - t0:.0f} s, {result.total_steps} steps)",
                     flush=True,
                 )

@@ -320,6 +320,9 @@ def find_label_issues(
 ) -> LabelIssueReport:
     """Find the training photos whose label is probably wrong (see the module docstring for how).
 
+    Every photo of the folder is judged, or, when the folder has its own split (train/ and val/), those of
+    its training part.
+
     Args:
         config: the data folder, the model, the device and any label corrections to apply first. Its
             strategy is ignored: the features are those a head run of the same config computes (and caches).

@@ -661,9 +661,9 @@ class PlanPage(QWidget):
         name = self.current_model()
 
         def download(on_progress, cancel):
-            from bit_engine import weights
+            from bit_engine import weights_download
 
-            return weights.download(name, on_progress=on_progress, cancel=cancel)
+            return weights_download.download(name, on_progress=on_progress, cancel=cancel)
 
         self._start_weights_job(download, f"Downloading {name}…", f"download {name}")
 
