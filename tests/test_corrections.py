@@ -231,6 +231,10 @@ def test_config_carries_corrections_through_json_and_refuses_bad_ones():
     problems = TrainConfig.check(data_dir="x", corrections=[("../a.png", "red", "blue")])
     assert "relative to the data folder" in problems["corrections"]
     assert "corrections" in TrainConfig.check(data_dir="x", corrections="red/a.png")
+    assert (
+        "must change the label"
+        in TrainConfig.check(data_dir="x", corrections=[("a.png", "red", "red")])["corrections"]
+    )
 
 
 def test_prepare_applies_the_configs_corrections_and_with_config_reapplies_without_a_rescan(
