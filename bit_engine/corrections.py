@@ -362,7 +362,7 @@ def read_csv(source: str | os.PathLike) -> tuple[Correction, ...]:
         raise CorrectionsError(
             f"{name} is not a corrections file: its first line must name the columns "
             f"{', '.join(needed)} (and optionally action), but it has {found}. "
-            "Export corrections from BiT Studio (or `bit-studio label-issues DATA --csv FILE`) for the format."
+            "A corrections file exported by BiT Studio (from its label issues) shows the format."
         )
     at = {col: header.index(col) for col in (*needed, "action") if col in header}
     found: dict[str, Correction] = {}

@@ -28,15 +28,23 @@ class TrainingError(BitStudioError):
     Attributes:
         report: the dataset report, when the folder cannot be trained on (its errors say why).
         run_dir: the run folder concerned, when there is one.
+        remedy: as `BitStudioError.remedy` ("resume": `run_dir` already holds a run).
     """
 
-    def __init__(self, message: str, report: DatasetReport | None = None, run_dir: str | Path | None = None):
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        report: DatasetReport | None = None,
+        run_dir: str | Path | None = None,
+        remedy: str | None = None,
+    ):
+        super().__init__(message, remedy=remedy)
         self.report = report
         self.run_dir = Path(run_dir) if run_dir is not None else None
 
     def __reduce__(self):
-        return (type(self), (str(self), self.report, self.run_dir))
+        # Crosses process boundaries (a training child reports it to the launcher): keep the fields.
+        return (type(self), (str(self), self.report, self.run_dir, self.remedy))
 
 
 def make_plan(config: TrainConfig, num_train: int, median_size) -> hyperrule.HyperRulePlan:

@@ -250,7 +250,7 @@ def new_run_dir(config: TrainConfig, out: str | Path | None) -> RunDir:
     try:
         check_new_run_folder(run.path, config.data_dir)
     except OutputPlaceError as exc:
-        raise TrainingError(str(exc)) from None
+        raise TrainingError(str(exc), run_dir=exc.run_dir, remedy=exc.remedy) from None
     try:
         run.path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file of that name, a read-only disk, no permission

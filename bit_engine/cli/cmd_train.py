@@ -476,11 +476,21 @@ def _prepare(args, config):
             bar.close()
             if choice.message:
                 print(choice.message, file=say)
+            for line in _choice_commands(choice):
+                print(line, file=say)
             return config.replace(model=choice.name)
         model_choice.fetch_weights(config.model, on_progress=show)
         return config
     finally:
         bar.close()
+
+
+def _choice_commands(choice) -> list[str]:
+    """The commands that would let the default model be trained after `choice` fell back from it."""
+    from bit_engine.cli.remedies import commands
+    from bit_engine.models import DEFAULT_MODEL
+
+    return commands(choice.remedy, model=DEFAULT_MODEL, url=choice.url)
 
 
 def _say_download(stream, indent: str = "") -> None:
@@ -669,6 +679,8 @@ def _demo(args) -> int:
             bar.close()
     if choice.message:
         print(f"   {choice.message}")
+        for line in _choice_commands(choice):
+            print(f"   {line}")
     else:
         print(f"   Using {choice.name} (its weights are on this machine).")
     print()
