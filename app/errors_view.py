@@ -57,7 +57,7 @@ def _chain(exc: BaseException):
 
 
 def _is_disk_full(exc: BaseException) -> bool:
-    from bit_engine.weights import DiskFullError
+    from bit_engine.weights_cache import DiskFullError
 
     for e in _chain(exc):
         if isinstance(e, DiskFullError):
@@ -81,17 +81,19 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 def _missing_weights_model(exc: BaseException) -> str | None:
     """The model whose pre-trained weights could not be had (download failed or not allowed), else None."""
-    from bit_engine import weights
+    from bit_engine import weights_cache
 
     missing = (
-        weights.HostUnreachableError,
-        weights.DownloadHTTPError,
-        weights.DownloadInterruptedError,
-        weights.WeightsNotCachedError,
-        weights.CorruptWeightsError,
+        weights_cache.HostUnreachableError,
+        weights_cache.DownloadHTTPError,
+        weights_cache.DownloadInterruptedError,
+        weights_cache.WeightsNotCachedError,
+        weights_cache.CorruptWeightsError,
     )
     for e in _chain(exc):
         if isinstance(e, missing):
+            if e.model:  # the engine names the model it is about
+                return e.model
             for spec_name in _known_model_names():
                 if spec_name in str(e):
                     return spec_name

@@ -25,6 +25,8 @@ class AppState(QObject):
             (or None when there is none).
         runChanged(str): the current run folder (a finished or selected run); "" when none.
         modelExported(str): path of the ONNX file just exported.
+        correctionsChanged(str): the label corrections kept for this data folder changed (recorded, undone,
+            imported); whoever shows or uses them reads them again.
     """
 
     folderChanged = Signal(str)
@@ -32,6 +34,7 @@ class AppState(QObject):
     planChanged = Signal(object)
     runChanged = Signal(str)
     modelExported = Signal(str)
+    correctionsChanged = Signal(str)
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
@@ -65,6 +68,10 @@ class AppState(QObject):
     def set_run(self, run_dir: str | None) -> None:
         self.run_dir = str(run_dir) if run_dir else None
         self.runChanged.emit(self.run_dir or "")
+
+    def corrections_changed(self, data_dir: str) -> None:
+        """Say that the label corrections of `data_dir` changed (the engine's store holds them)."""
+        self.correctionsChanged.emit(str(data_dir))
 
     def set_exported(self, path: str) -> None:
         self.onnx_path = str(path)

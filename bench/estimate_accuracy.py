@@ -34,9 +34,9 @@ MODELS = ("EfficientNet-Lite0", "BiT-M-R50x1")
 
 
 def _random_bit_weights(name: str) -> None:
-    from bit_engine import models, weights
+    from bit_engine import models, weights_cache
 
-    path = weights.cache_file(name)
+    path = weights_cache.cache_file(name)
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)

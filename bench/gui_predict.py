@@ -46,7 +46,7 @@ def make_photos(folder: Path, n: int) -> list[Path]:
 def train_demo_model(root: Path) -> Path:
     from bit_engine.config import TrainConfig
     from bit_engine.demo import make_demo_dataset
-    from bit_engine.export import export_run
+    from bit_engine.run_export import export_run
     from bit_engine.train import fit
 
     folder = make_demo_dataset(root / "shapes", per_class=30)

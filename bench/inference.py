@@ -27,13 +27,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from bit_engine.export import (
-    ExportGraph,
-    cpu_float_copy,
-    export_onnx,
-    fold_weight_standardization,
-    random_images,
-)
+from bit_engine.export import ExportGraph, export_onnx, random_images
+from bit_engine.frozen import cpu_float_copy, fold_weight_standardization
 from bit_engine.models import create_model, get_spec
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import PureWindowsPath
 from typing import Literal, get_args
 
 from bit_engine.errors import BitStudioError
@@ -75,8 +76,16 @@ class TrainConfig:
     workers: int | None = None  # DataLoader worker processes; None: chosen from the CPU count
     evaluations: int = 10  # evaluations over the run (plus one at the end)
     checkpoint_minutes: float = 5.0  # also checkpoint this often, so a crash loses little
+    # Label corrections applied to the scanned folder before the split: (path relative to data_dir, label
+    # given by the folder, corrected label or None to leave the photo out). See corrections.py.
+    corrections: tuple[tuple[str, str, str | None], ...] = ()
 
     def __post_init__(self):
+        # Read back from config.json the corrections are lists: made tuples again (hashable, comparable).
+        if isinstance(self.corrections, list | tuple) and all(
+            isinstance(c, list | tuple) for c in self.corrections
+        ):
+            object.__setattr__(self, "corrections", tuple(tuple(c) for c in self.corrections))
         problems = self.validate()
         if problems:
             raise ConfigError(problems)
@@ -131,6 +140,9 @@ class TrainConfig:
             problems["checkpoint_minutes"] = "Checkpoint minutes must be a positive number."
         if self.device is not None and not _is_device_text(self.device):
             problems["device"] = f"Unknown device {self.device!r}: use cpu, cuda or cuda:N."
+        bad = _bad_correction(self.corrections)
+        if bad:
+            problems["corrections"] = bad
         return problems
 
     @classmethod
@@ -159,6 +171,32 @@ class TrainConfig:
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+#: More corrections than this in one config is a damaged or crafted config.json, not a person's work.
+MAX_CORRECTIONS = 1_000_000
+
+
+def _bad_correction(corrections) -> str:
+    """What is wrong with a config's corrections, in words; "" when they are well formed."""
+    if not isinstance(corrections, list | tuple):
+        return "Corrections must be a list of (path, given label, corrected label) entries."
+    if len(corrections) > MAX_CORRECTIONS:
+        return f"Too many corrections ({len(corrections):,}; at most {MAX_CORRECTIONS:,})."
+    for entry in corrections:
+        if not (isinstance(entry, list | tuple) and len(entry) == 3):
+            return f"A correction must be (path, given label, corrected label), not {entry!r}."
+        path, given, corrected = entry
+        if not (isinstance(path, str) and isinstance(given, str) and path and given):
+            return f"A correction needs a photo path and the label it was given: {entry!r}."
+        if corrected is not None and not (isinstance(corrected, str) and corrected):
+            return (
+                f"A correction's new label must be a class name, or none to leave the photo out: {entry!r}."
+            )
+        parts = path.split("/")
+        if path.startswith(("/", "\\")) or PureWindowsPath(path).drive or ".." in parts or "" in parts:
+            return f"A correction's path must be relative to the data folder, '/'-separated: {path!r}."
+    return ""
 
 
 def _is_device_text(text: str) -> bool:

@@ -247,7 +247,7 @@ def ensure_weights(
     config: TrainConfig, on_progress: ProgressCallback | None = None, cancel: CancelFlag | None = None
 ) -> None:
     """Download the run's pre-trained weights now, so that ranks do not race for the same cache file."""
-    from bit_engine import weights
+    from bit_engine import weights_download
 
     name = _needs_download(config)
     if name is None:
@@ -257,7 +257,7 @@ def ensure_weights(
         if on_progress is not None:
             on_progress(Progress("downloading", p.done, p.total or 0, message=f"weights {name}"))
 
-    weights.download(name, on_progress=relay, cancel=cancel)
+    weights_download.download(name, on_progress=relay, cancel=cancel)
 
 
 def run_rank(

@@ -98,7 +98,7 @@ class Kernels:
         """The first convolution as the model runs it (BiT's standardizes its weights; Lite0's pads "SAME")."""
         out, cin, k, _ = self.stem.shape
         if self.uses_ws:
-            conv = models.StdConv2d(3, out, k, stride=self.stem_stride, padding=k // 2, bias=False)
+            conv = models.StdConv2d(cin, out, k, stride=self.stem_stride, padding=k // 2, bias=False)
         else:
             conv = SamePadConv2d(cin, out, k, self.stem_stride)
         with torch.no_grad():

@@ -193,7 +193,7 @@ def check_new_run_folder(path: str | os.PathLike, data_dir: str | os.PathLike | 
         raise OutputPlaceError(f"{path} is a file, not a folder. Choose a new or empty folder for the run.")
     if (path / "config.json").is_file():
         raise OutputPlaceError(
-            f"{path} already holds a run. Resume it (bit-studio resume {path}), or choose another folder."
+            f"{path} already holds a run. Resume it, or choose another folder.", remedy="resume", run_dir=path
         )
     try:
         entries = sorted(entry.name for entry in path.iterdir())

@@ -28,14 +28,8 @@ from PIL import Image
 
 from bit_engine.errors import BitStudioError
 from bit_engine.images import ImageError, open_rgb, to_model_input
+from bit_engine.onnx_format import META_INPUT_SIZE, META_LABELS, PROBABILITIES_NAME
 from bit_engine.progress import CancelFlag, OperationCancelled, Progress, ProgressCallback
-
-# The metadata keys are defined once, in export.py; importing it would pull in torch, which prediction
-# does not need, so they are repeated here and a test checks that both agree.
-META_LABELS = "bit_studio.labels"
-META_INPUT_SIZE = "bit_studio.input_size"
-META_BACKBONE = "bit_studio.backbone"
-PROBABILITIES_NAME = "probabilities"
 
 #: Sides an input image may have, in pixels. BiT's largest resolution is 480; a file claiming 100,000 would
 #: make every prediction allocate gigabytes before onnxruntime could object.

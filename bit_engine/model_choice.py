@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bit_engine import weights
+from bit_engine import weights, weights_cache, weights_download
 from bit_engine.models import DEFAULT_MODEL, get_spec
 from bit_engine.units import format_bytes
 
@@ -33,17 +33,22 @@ class ModelChoice:
         name: a name from `models.KNOWN_MODELS`.
         fell_back: the default's weights could not be had, so `OFFLINE_MODEL` was chosen.
         message: what was decided, in plain words ("" when the default was used without fuss).
+        remedy: after a fall-back, what would let the default model be trained: "import" (its weights,
+            fetched by other means from `url`); see `errors.REMEDIES`. None otherwise.
+        url: where the default model's weights can be fetched, with `remedy`.
     """
 
     name: str
     fell_back: bool
     message: str
+    remedy: str | None = None
+    url: str | None = None
 
 
 def choose_default_model(
     *,
     download: bool = True,
-    on_progress: Callable[[weights.DownloadProgress], None] | None = None,
+    on_progress: Callable[[weights_download.DownloadProgress], None] | None = None,
     cancel=None,
     timeout: float = QUICK_TIMEOUT,
 ) -> ModelChoice:
@@ -52,12 +57,12 @@ def choose_default_model(
     Args:
         download: try to download the default's weights when they are missing (False: decide from what is
             on this machine, at once and without the network).
-        on_progress: called with `weights.DownloadProgress` during a download.
+        on_progress: called with `weights_download.DownloadProgress` during a download.
         cancel: a `threading.Event`-like flag, checked during a download.
         timeout: seconds allowed to reach the host (and for each read).
 
     Raises:
-        weights.DownloadCancelledError: `cancel` was set during the download (an `OperationCancelled`).
+        weights_cache.DownloadCancelledError: `cancel` was set during the download (an `OperationCancelled`).
     """
     if weights.is_available(DEFAULT_MODEL):
         return ModelChoice(DEFAULT_MODEL, False, "")
@@ -70,17 +75,19 @@ def choose_default_model(
             "weights ship with BiT Studio.",
         )
     try:
-        weights.download(DEFAULT_MODEL, on_progress=on_progress, cancel=cancel, timeout=timeout)
-    except weights.DownloadCancelledError:
+        weights_download.download(DEFAULT_MODEL, on_progress=on_progress, cancel=cancel, timeout=timeout)
+    except weights_cache.DownloadCancelledError:
         raise
-    except weights.WeightsError as exc:
+    except weights_cache.WeightsError as exc:
         reason = str(exc).split("\n")[0].split(". ")[0].rstrip(".")
         return ModelChoice(
             OFFLINE_MODEL,
             True,
             f"{DEFAULT_MODEL}'s weights are not on this machine and could not be downloaded ({reason}). "
             f"Using {OFFLINE_MODEL} instead: its weights ship with BiT Studio. To train {DEFAULT_MODEL}, "
-            f"fetch its weights by other means and run `bit-studio weights import {DEFAULT_MODEL}.npz`.",
+            "fetch its weights by other means and import them.",
+            remedy="import",
+            url=weights_cache.weights_url(DEFAULT_MODEL),
         )
     return ModelChoice(DEFAULT_MODEL, False, f"Downloaded {DEFAULT_MODEL}'s weights ({size}).")
 
@@ -88,22 +95,25 @@ def choose_default_model(
 def fetch_weights(
     name: str,
     *,
-    on_progress: Callable[[weights.DownloadProgress], None] | None = None,
+    on_progress: Callable[[weights_download.DownloadProgress], None] | None = None,
     cancel=None,
 ) -> None:
     """Make sure the named model's weights are on this machine, downloading them when missing.
 
     Raises:
-        weights.WeightsError: they cannot be had; the message ends with the model that needs no download.
-        weights.DownloadCancelledError: `cancel` was set.
+        weights_cache.WeightsError: they cannot be had; the message ends with the model that needs no
+            download, which is also its remedy ("offline_model"); the download's own error is its cause.
+        weights_cache.DownloadCancelledError: `cancel` was set.
     """
     if weights.is_available(name):
         return
     try:
-        weights.download(name, on_progress=on_progress, cancel=cancel)
-    except weights.DownloadCancelledError:
+        weights_download.download(name, on_progress=on_progress, cancel=cancel)
+    except weights_cache.DownloadCancelledError:
         raise
-    except weights.WeightsError as exc:
-        raise weights.WeightsError(
-            f"{exc}\nOr train a model whose weights ship with BiT Studio: --model {OFFLINE_MODEL}"
+    except weights_cache.WeightsError as exc:
+        raise weights_cache.WeightsError(
+            f"{exc}\nOr train {OFFLINE_MODEL} instead: its weights ship with BiT Studio.",
+            remedy="offline_model",
+            model=OFFLINE_MODEL,
         ) from exc

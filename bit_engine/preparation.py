@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bit_engine import data, holdout, hyperrule
 from bit_engine.config import TrainConfig
+from bit_engine.corrections import AppliedCorrections, apply_corrections, from_config
 from bit_engine.dataset import DatasetReport, ScanProgress
 from bit_engine.errors import BitStudioError
 from bit_engine.models import get_spec
@@ -27,15 +28,23 @@ class TrainingError(BitStudioError):
     Attributes:
         report: the dataset report, when the folder cannot be trained on (its errors say why).
         run_dir: the run folder concerned, when there is one.
+        remedy: as `BitStudioError.remedy` ("resume": `run_dir` already holds a run).
     """
 
-    def __init__(self, message: str, report: DatasetReport | None = None, run_dir: str | Path | None = None):
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        report: DatasetReport | None = None,
+        run_dir: str | Path | None = None,
+        remedy: str | None = None,
+    ):
+        super().__init__(message, remedy=remedy)
         self.report = report
         self.run_dir = Path(run_dir) if run_dir is not None else None
 
     def __reduce__(self):
-        return (type(self), (str(self), self.report, self.run_dir))
+        # Crosses process boundaries (a training child reports it to the launcher): keep the fields.
+        return (type(self), (str(self), self.report, self.run_dir, self.remedy))
 
 
 def make_plan(config: TrainConfig, num_train: int, median_size) -> hyperrule.HyperRulePlan:
@@ -67,10 +76,13 @@ class Prepared:
 
     Attributes:
         config: the run.
-        report: the dataset report (classes, counts, skipped files, warnings).
+        report: the dataset report (classes, counts, skipped files, warnings), with the config's label
+            corrections applied: what the run trains on.
         split: the train/validation split (the folder's own, or held out at random from the seed).
         plan: the HyperRule plan with the config's overrides and the reasons.
         preprocessing: resize, crop and normalization, as training, evaluation and export use them.
+        corrections: which of the config's corrections were applied and which not (and why).
+        scanned: the scan as found on disk, before the corrections (None when built by hand: `report`).
     """
 
     config: TrainConfig
@@ -78,6 +90,8 @@ class Prepared:
     split: holdout.Split = field(repr=False)
     plan: hyperrule.HyperRulePlan
     preprocessing: Preprocessing
+    corrections: AppliedCorrections = field(default_factory=AppliedCorrections, repr=False)
+    scanned: DatasetReport | None = field(default=None, repr=False)
 
     @property
     def num_train(self) -> int:
@@ -104,19 +118,39 @@ class Prepared:
         )
         if not same_data:
             return prepare(config)
-        return _planned(config, self.report, self.split)
+        if config.corrections != self.config.corrections:
+            # Other corrections: the same scan, corrected and split again (no second pass over the folder).
+            return _corrected(config, self.scanned or self.report)
+        return _planned(config, self.report, self.split, self.corrections, self.scanned)
 
 
-def _planned(config: TrainConfig, report: DatasetReport, split: holdout.Split) -> Prepared:
+def _planned(
+    config: TrainConfig,
+    report: DatasetReport,
+    split: holdout.Split,
+    corrections: AppliedCorrections | None = None,
+    scanned: DatasetReport | None = None,
+) -> Prepared:
     plan = make_plan(config, len(split.train), report.median_size)
     pre = Preprocessing.from_plan(plan, get_spec(config.model).normalization)
-    return Prepared(config, report, split, plan, pre)
+    return Prepared(config, report, split, plan, pre, corrections or AppliedCorrections(), scanned)
+
+
+def _corrected(config: TrainConfig, scanned: DatasetReport) -> Prepared:
+    """Apply the config's corrections to a scan, split and plan."""
+    report, applied = apply_corrections(scanned, from_config(config.corrections))
+    split = holdout.split(report, val_fraction=config.val_fraction, seed=config.seed)
+    return _planned(config, report, split, applied, scanned)
 
 
 def prepare(
     config: TrainConfig, on_progress: ProgressCallback | None = None, cancel: CancelFlag | None = None
 ) -> Prepared:
-    """Scan `config.data_dir`, split it, plan with the HyperRule, choose the pre-processing.
+    """Scan `config.data_dir`, apply the config's label corrections, split, plan with the HyperRule, choose
+    the pre-processing.
+
+    Corrections that cannot be applied (a photo no longer there, a class that does not exist) are listed in
+    `Prepared.corrections`, not raised.
 
     Args:
         on_progress: receives "scanning" `Progress` (files, with the stage in `message`).
@@ -136,5 +170,4 @@ def prepare(
     report = data.scan(config.data_dir, on_progress=relay, cancel=cancel)
     if not report.ok:
         raise TrainingError("This folder cannot be trained on yet: " + " ".join(report.errors), report)
-    split = holdout.split(report, val_fraction=config.val_fraction, seed=config.seed)
-    return _planned(config, report, split)
+    return _corrected(config, report)

@@ -65,8 +65,9 @@ class Progress:
     """One progress report.
 
     Phases: starting (training processes), scanning, downloading, caching, features, training, evaluating,
-    exporting, verifying, quantizing, predicting, estimating, done. `done`/`total` count the units of the
-    current phase (files, bytes, images, steps); the training fields are set during training.
+    exporting, verifying, quantizing, predicting, estimating, folds (the label-issue search), done.
+    `done`/`total` count the units of the current phase (files, bytes, images, steps); the training fields
+    are set during training.
     """
 
     phase: str

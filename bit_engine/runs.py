@@ -4,6 +4,8 @@ config.json    the TrainConfig (what the user asked for)
 plan.json      the HyperRule plan with its reasons, the pre-processing and the class names
 dataset.json   the dataset report (counts, skipped files, warnings)
 split.json     the train/validation split, so a resume and an evaluation use the same one
+corrections.json  the label corrections the run trained with, and those it could not apply (only when the
+               config named corrections; see corrections.py)
 status.json    running / cancelled / failed / done, with the step, a message, and who writes it (pid, host,
                heartbeat): a "running" run whose process is gone reads as `interrupted`
 metrics.jsonl  one JSON line per log and per evaluation
@@ -377,6 +379,8 @@ class RunPlan:
     overrides: tuple[dict, ...]
     classes: tuple[str, ...]
     preprocessing: dict = field(repr=False)
+    # Label corrections the run trained with: applied, relabelled, left_out, not_applied ({} without).
+    corrections: dict = field(default_factory=dict)
 
 
 def read_plan(run_dir: str | Path) -> RunPlan:
@@ -406,6 +410,7 @@ def read_plan(run_dir: str | Path) -> RunPlan:
             overrides=tuple(raw.get("overrides", ())),
             classes=tuple(raw["classes"]),
             preprocessing=dict(raw["preprocessing"]),
+            corrections={k: int(v) for k, v in dict(raw.get("corrections") or {}).items()},
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise RunError(f"{Path(run_dir) / 'plan.json'} is damaged ({exc!r}).", run_dir) from exc

@@ -196,11 +196,17 @@ def fit(
         run = RunDir(out)
     if dist.is_main:
         run.write_json("config.json", config.to_dict())
+        applied = prepared.corrections
+        recorded = {"corrections": applied.counts()} if applied else {}
         run.write_json(
-            "plan.json", {**plan.to_dict(), "preprocessing": pre.to_dict(), "classes": list(split.classes)}
+            "plan.json",
+            {**plan.to_dict(), "preprocessing": pre.to_dict(), "classes": list(split.classes), **recorded},
         )
         run.write_json("dataset.json", report.to_dict(include_samples=False))
         run.write_json("split.json", split.to_dict())
+        if applied:
+            # Which label corrections this run trained with (and which it could not apply, and why).
+            run.write_json("corrections.json", applied.to_dict())
         run.set_status("running", 0, plan.total_steps)
     return _run(
         config, run, split, plan, pre, device, on_progress, cancel, dist, None, made_folder=out is None
@@ -208,7 +214,15 @@ def fit(
 
 
 #: What `fit` writes before the first step: all of a run that never got as far as a checkpoint.
-_START_FILES = ("config.json", "plan.json", "dataset.json", "split.json", "status.json", "metrics.jsonl")
+_START_FILES = (
+    "config.json",
+    "plan.json",
+    "dataset.json",
+    "split.json",
+    "corrections.json",
+    "status.json",
+    "metrics.jsonl",
+)
 
 
 def _discard_start(run: RunDir, remove_folder: bool) -> None:
@@ -236,7 +250,7 @@ def new_run_dir(config: TrainConfig, out: str | Path | None) -> RunDir:
     try:
         check_new_run_folder(run.path, config.data_dir)
     except OutputPlaceError as exc:
-        raise TrainingError(str(exc)) from None
+        raise TrainingError(str(exc), run_dir=exc.run_dir, remedy=exc.remedy) from None
     try:
         run.path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file of that name, a read-only disk, no permission

@@ -23,12 +23,10 @@ from torch.utils.data import DataLoader
 from bit_engine.config import TrainConfig
 from bit_engine.devices import autocast_dtype
 from bit_engine.evaluate import predict_dataset
-from bit_engine.frozen import FrozenModel, freeze
+from bit_engine.features import FeatureExtractor
 from bit_engine.models import get_spec
 from bit_engine.preparation import TrainingError
-from bit_engine.progress import Progress
 from bit_engine.sampling import SampleStream, StepBatches, mixup_permutation
-from bit_engine.transforms import ImageDataset
 
 
 @dataclass(frozen=True)
@@ -282,32 +280,19 @@ class HeadTrainer:
         self.labels: torch.Tensor | None = None
         # (features, labels) of the validation images; None when there are none.
         self.val_features: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.frozen: FrozenModel | None = None
+        self.extractor: FeatureExtractor | None = None
 
-    @torch.no_grad()
     def _extract(self, dataset, offset: int, total: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        # Features without augmentation: the frozen backbone is run once per image, not once per step.
-        eval_view = ImageDataset(dataset.paths, dataset.labels, dataset.pre, train=False, cache=None)
-        if dataset.cache is not None and dataset.size == dataset.pre.crop:
-            eval_view.cache = dataset.cache
-        if self.frozen is None:
-            # The fastest path that computes float32 eager's features (onnxruntime on the CPU, see frozen.py);
-            # the first time for a backbone that builds its graph, a few seconds.
-            if self.on_progress is not None:
-                self.on_progress(Progress("features", offset, total, message="preparing the backbone"))
-            self.frozen = freeze(self.model, self.device, dataset.pre.crop)
-        loader = DataLoader(eval_view, batch_size=self.frozen.batch_size, num_workers=self.workers)
-        self.model.eval()
-        feats, labels, done = [], [], 0
-        for x, y, _ in loader:
-            if self.cancel.is_set():
-                return None
-            feats.append(self.frozen.features(x))
-            labels.append(y)
-            done += len(y)
-            if self.on_progress is not None:
-                self.on_progress(Progress("features", offset + done, total))
-        return torch.cat(feats), torch.cat(labels)
+        # Features without augmentation: the frozen backbone is run once per image, not once per step, and
+        # not at all for photos whose features are cached from an earlier run or label-issue search.
+        if self.extractor is None:
+            self.extractor = FeatureExtractor(
+                self.model, self.device, dataset.pre, workers=self.workers, on_progress=self.on_progress
+            )
+        feats = self.extractor.extract(dataset.paths, self.cancel, offset, total)
+        if feats is None:
+            return None
+        return feats, torch.tensor(dataset.labels, dtype=torch.long)
 
     def ready(self) -> bool:
         total = len(self.train_set) + len(self.val_set)

@@ -103,7 +103,7 @@ def tiny_bit(monkeypatch):
     """A tiny BiT model ("BiT-T-R14x1": one unit per stage) whose 'pre-trained' npz sits in the cache."""
     import torch
 
-    from bit_engine import models, weights
+    from bit_engine import models, weights_cache
 
     spec = models.ModelSpec(
         name="BiT-T-R14x1",
@@ -118,7 +118,7 @@ def tiny_bit(monkeypatch):
     monkeypatch.setitem(models.KNOWN_MODELS, spec.name, spec)
     torch.manual_seed(1234)
     model = models.create_model("R14x1", num_classes=10, zero_head=False)
-    path = weights.cache_file(spec.name)
+    path = weights_cache.cache_file(spec.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     models.save_bit_npz(model, path)
     return spec.name

@@ -64,7 +64,7 @@ def shared_exported_run(tmp_path_factory) -> tuple[Path, Path]:
     conftest, so the GUI tests keep their helpers to themselves). Tests must not change it.
     """
     if "run" not in _SHARED:
-        from bit_engine.export import export_run
+        from bit_engine.run_export import export_run
 
         run = train_colour_run(tmp_path_factory.mktemp("gui_run"))
         _SHARED["run"] = (run, Path(export_run(run).export.path))

@@ -21,7 +21,7 @@ import time
 import pytest
 import torch
 
-from bit_engine import devices, distributed, models, train, weights
+from bit_engine import devices, distributed, models, train, weights_cache
 from bit_engine.config import TrainConfig
 from bit_engine.devices import parse_devices
 from bit_engine.distributed import DistributedError, TrainJob
@@ -98,7 +98,7 @@ def _losses(run_dir) -> list[float]:
 
 def _initial_weights(model_name: str, num_classes: int) -> dict[str, torch.Tensor]:
     model = models.create_model(model_name, num_classes=num_classes)  # zero head, as fine-tuning starts
-    models.load_bit_npz(model, weights.cache_file(model_name))
+    models.load_bit_npz(model, weights_cache.cache_file(model_name))
     return model.state_dict()
 
 

@@ -20,17 +20,13 @@ import pytest
 import torch
 from PIL import Image
 
-from bit_engine import __version__, export, inference
-from bit_engine.export import (
-    ExportVerificationError,
-    export_onnx,
-    quantize_int8,
-    random_images,
-    read_metadata,
-)
+from bit_engine import __version__, export, onnx_format
+from bit_engine.export import ExportVerificationError, export_onnx, random_images
 from bit_engine.images import ImageError, open_rgb
 from bit_engine.inference import ModelFileError, NotABitStudioModelError, Predictor, prepare
 from bit_engine.models import BIT_NORMALIZATION, ResNetV2, StdConv2d
+from bit_engine.onnx_format import read_metadata
+from bit_engine.quantize import quantize_int8
 
 SIZE = 32
 LABELS = ["cat", "dog", "élan"]  # a non-ASCII label must survive the JSON round trip
@@ -130,17 +126,15 @@ def test_export_result_records_parity_figures(exported):
 
 def test_metadata_is_complete(exported):
     meta = read_metadata(exported["result"].path)
-    assert json.loads(meta[export.META_LABELS]) == LABELS
-    assert int(meta[export.META_INPUT_SIZE]) == SIZE
-    assert meta[export.META_BACKBONE] == "BiT-M-R50x1"
-    assert json.loads(meta[export.META_NORMALIZATION]) == {"mean": [0.5] * 3, "std": [0.5] * 3}
-    assert meta[export.META_RUN_ID] == "run-0001"
-    assert meta[export.META_APP_VERSION] == __version__
-    assert datetime.fromisoformat(meta[export.META_EXPORT_DATE]).tzinfo is not None
-    assert meta[export.META_INPUT_FORMAT] == "uint8 RGB NHWC"
+    assert json.loads(meta[onnx_format.META_LABELS]) == LABELS
+    assert int(meta[onnx_format.META_INPUT_SIZE]) == SIZE
+    assert meta[onnx_format.META_BACKBONE] == "BiT-M-R50x1"
+    assert json.loads(meta[onnx_format.META_NORMALIZATION]) == {"mean": [0.5] * 3, "std": [0.5] * 3}
+    assert meta[onnx_format.META_RUN_ID] == "run-0001"
+    assert meta[onnx_format.META_APP_VERSION] == __version__
+    assert datetime.fromisoformat(meta[onnx_format.META_EXPORT_DATE]).tzinfo is not None
+    assert meta[onnx_format.META_INPUT_FORMAT] == "uint8 RGB NHWC"
     assert meta["dataset"] == "pets" and json.loads(meta["val_accuracy"]) == 0.9
-    # inference.py repeats these names to avoid importing torch: they must agree.
-    assert (inference.META_LABELS, inference.META_INPUT_SIZE) == (export.META_LABELS, export.META_INPUT_SIZE)
     graph = onnx.load(exported["result"].path, load_external_data=False).graph
     assert [i.name for i in graph.input] == ["images"]
     assert [o.name for o in graph.output] == ["logits", "probabilities"]
@@ -343,7 +337,7 @@ def test_int8_copy_with_measured_figures(exported, tmp_path):
     assert figures["accuracy_change"] == pytest.approx(figures["int8_accuracy"] - figures["fp32_accuracy"])
 
     int8 = Predictor(result.path)
-    assert int8.labels == LABELS and "static" in int8.metadata[export.META_QUANTIZATION]
+    assert int8.labels == LABELS and "static" in int8.metadata[onnx_format.META_QUANTIZATION]
     assert [p.name for p in tmp_path.iterdir()] == ["model.int8.onnx"]
 
 
@@ -357,7 +351,7 @@ def test_efficientnet_exports_as_is(tmp_path):
         model, ["a", "b"], SIZE, get_spec("EfficientNet-Lite0").normalization, tmp_path / "lite.onnx"
     )
     assert result.top1_agree == result.n_images and result.max_abs_prob_diff <= 1e-4
-    assert read_metadata(result.path)[export.META_BACKBONE] == "EfficientNetLite"
+    assert read_metadata(result.path)[onnx_format.META_BACKBONE] == "EfficientNetLite"
 
 
 @pytest.mark.parametrize("method", ["static", "dynamic"])
@@ -370,7 +364,7 @@ def test_int8_probabilities_sum_to_one(exported, tmp_path, method):
     probabilities = Predictor(result.path).probabilities(exported["photos"])
     assert np.abs(probabilities.sum(axis=1) - 1.0).max() < 1e-5
     nodes = onnx.load(result.path).graph.node
-    assert nodes[-1].op_type == "Softmax" and nodes[-1].output[0] == export.PROBABILITIES_NAME
+    assert nodes[-1].op_type == "Softmax" and nodes[-1].output[0] == onnx_format.PROBABILITIES_NAME
 
 
 def test_int8_export_prints_none_of_onnxruntimes_warnings(tmp_path, capfd):
@@ -402,7 +396,7 @@ def test_normalization_other_than_half_matches_an_independent_reference(exported
         tmp_path / "imagenet.onnx",
         verify_images=exported["verify"],
     )
-    assert json.loads(read_metadata(result.path)[export.META_NORMALIZATION]) == {
+    assert json.loads(read_metadata(result.path)[onnx_format.META_NORMALIZATION]) == {
         "mean": list(mean),
         "std": list(std),
     }
@@ -416,3 +410,10 @@ def test_normalization_other_than_half_matches_an_independent_reference(exported
     got = Predictor(result.path).probabilities([Image.fromarray(image) for image in batch])
     assert np.abs(got - reference).max() < 1e-4
     assert not np.allclose(reference, _eager_probabilities(model, batch), atol=1e-3)  # the statistics matter
+
+
+def test_predicting_and_quantizing_do_not_import_torch():
+    # The file format lives apart from the exporter so that prediction (and the int8 copy) need no torch.
+    code = "import sys, bit_engine.inference, bit_engine.quantize; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

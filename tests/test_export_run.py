@@ -10,8 +10,8 @@ import pytest
 from bit_engine.cli import main
 from bit_engine.config import TrainConfig
 from bit_engine.evaluate import evaluate_run
-from bit_engine.export import export_run
 from bit_engine.inference import Predictor
+from bit_engine.run_export import export_run
 from bit_engine.runs import RunDir
 from bit_engine.train import fit
 

@@ -13,7 +13,7 @@ import re
 import pytest
 from test_cli import FAST, run_cli
 
-from bit_engine import model_choice, train, weights
+from bit_engine import model_choice, train, weights, weights_cache
 from bit_engine.cli.progress import TextProgress
 from bit_engine.config import TrainConfig
 from bit_engine.models import DEFAULT_MODEL
@@ -33,7 +33,7 @@ def test_train_without_model_offline_says_so_and_trains_the_offline_model(color_
     fell_back = out.index("could not be downloaded (Could not reach 127.0.0.1:9")
     assert tried < fell_back
     assert "Using EfficientNet-Lite0 instead: its weights ship with BiT Studio." in out
-    assert f"bit-studio weights import {DEFAULT_MODEL}.npz" in out
+    assert f"Then import that file: bit-studio weights import PATH/TO/{DEFAULT_MODEL}.npz" in out
     assert out.index("Training EfficientNet-Lite0 (head) on") > fell_back
     assert RunDir(run).read_json("config.json")["model"] == "EfficientNet-Lite0"
 
@@ -115,7 +115,7 @@ def test_train_announces_after_the_scan_and_prints_its_time_next_to_the_estimate
 def test_a_failed_start_leaves_no_run_that_says_running_and_out_can_be_used_again(
     color_folder, tiny_bit, tmp_path
 ):
-    cached = weights.cache_file(tiny_bit)
+    cached = weights_cache.cache_file(tiny_bit)
     kept = cached.read_bytes()
     cached.unlink()  # the weights are gone and the host cannot be reached: the model cannot be built
     config = TrainConfig(
@@ -123,10 +123,10 @@ def test_a_failed_start_leaves_no_run_that_says_running_and_out_can_be_used_agai
         device="cpu", workers=0,
     )  # fmt: skip
     out = tmp_path / "run"
-    with pytest.raises(weights.HostUnreachableError):
+    with pytest.raises(weights_cache.HostUnreachableError):
         train.fit(config, out=out)
     assert list(out.iterdir()) == []  # no config.json, no status "running"
-    with pytest.raises(weights.HostUnreachableError):
+    with pytest.raises(weights_cache.HostUnreachableError):
         train.fit(config)  # in the default runs folder: the folder made for it is gone too
     assert not any((tmp_path / "data" / "runs").iterdir())
 

@@ -204,7 +204,7 @@ def test_export_replaces_a_foreign_file_only_when_the_save_dialog_agreed(
 
 
 def test_failed_verification_says_so_and_keeps_the_previous_file(qtbot, page, run, tmp_path, monkeypatch):
-    from bit_engine import export
+    from bit_engine import export, run_export
 
     previous = tmp_path / "model.onnx"
     previous.write_bytes(b"the earlier export")
@@ -216,7 +216,7 @@ def test_failed_verification_says_so_and_keeps_the_previous_file(qtbot, page, ru
             {"max_abs_prob_diff": 0.2},
         )
 
-    monkeypatch.setattr(export, "export_run", failing_export)
+    monkeypatch.setattr(run_export, "export_run", failing_export)
     _load(qtbot, page, run)
     panel = page.export_panel
     panel.export_to(str(previous))

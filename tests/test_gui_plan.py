@@ -187,10 +187,10 @@ def weights_host(tmp_path, monkeypatch):
 
 
 def test_download_from_a_local_server_makes_the_model_available(plan_window, qtbot, tiny_bit, weights_host):
-    from bit_engine import weights
+    from bit_engine import weights, weights_cache
 
     window = plan_window
-    shutil.move(weights.cache_file(tiny_bit), weights_host / f"{tiny_bit}.npz")
+    shutil.move(weights_cache.cache_file(tiny_bit), weights_host / f"{tiny_bit}.npz")
     page = window.pages["plan"]
     page._on_weights_done()  # as after any weights change: read the store again
     picker = window.findChild(QComboBox, "modelPicker")
@@ -206,12 +206,12 @@ def test_download_from_a_local_server_makes_the_model_available(plan_window, qtb
 
 
 def test_import_npz_through_the_file_dialog(plan_window, qtbot, tiny_bit, tmp_path, monkeypatch):
-    from bit_engine import weights
+    from bit_engine import weights, weights_cache
 
     window = plan_window
     elsewhere = tmp_path / "downloads" / "weights file.npz"
     elsewhere.parent.mkdir()
-    shutil.move(weights.cache_file(tiny_bit), elsewhere)
+    shutil.move(weights_cache.cache_file(tiny_bit), elsewhere)
     page = window.pages["plan"]
     page._on_weights_done()
     monkeypatch.setattr(

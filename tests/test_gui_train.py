@@ -110,12 +110,12 @@ def test_charts_draw_points_only_on_flush_and_a_resumed_run_replaces_the_tail(qt
 
 
 def test_errors_say_what_to_do_with_the_buttons_that_help(tiny_bit):
-    from bit_engine import weights
+    from bit_engine import weights_cache
     from bit_engine.distributed import DistributedError
     from bit_engine.train import TrainingError
 
     missing = errors_view.advise(
-        weights.HostUnreachableError(f"Could not reach 127.0.0.1:9 to download {tiny_bit} (refused)."),
+        weights_cache.HostUnreachableError(f"Could not reach 127.0.0.1:9 to download {tiny_bit} (refused)."),
         resumable=True,
     )
     assert missing.kind == "weights_missing" and missing.model == tiny_bit
@@ -415,9 +415,9 @@ def test_closing_after_cancel_stops_a_hung_child_by_force(window, qtbot, color_f
 def test_missing_weights_offer_import_and_then_start_again(
     window, qtbot, color_folder, tiny_bit, monkeypatch, tmp_path
 ):
-    from bit_engine import weights
+    from bit_engine import weights_cache
 
-    cached = weights.cache_file(tiny_bit)
+    cached = weights_cache.cache_file(tiny_bit)
     kept = tmp_path / "usb-stick" / f"{tiny_bit}.npz"
     kept.parent.mkdir()
     cached.replace(kept)  # not in the cache, and the (unroutable) host cannot be reached

@@ -19,9 +19,10 @@ import torch
 
 from bit_engine import fileio
 from bit_engine.cli import main
-from bit_engine.export import ExportError, export_onnx, is_bit_studio_export
+from bit_engine.export import export_onnx
 from bit_engine.inference import ModelMetadataError, Predictor, spreadsheet_safe
 from bit_engine.models import BIT_NORMALIZATION, ResNetV2
+from bit_engine.onnx_format import ExportError, is_bit_studio_export
 
 SIZE = 32
 LABELS = ["cat", "dog", "fox"]
@@ -75,8 +76,11 @@ def _photo(path: Path, colour=(200, 30, 30)) -> Path:
 def test_export_refuses_to_replace_a_file_that_is_not_an_export(tmp_path):
     target = tmp_path / "thesis.onnx"
     target.write_bytes(b"three years of work")
-    with pytest.raises(ExportError, match=r"not a model exported by BiT Studio.*--force"):
+    with pytest.raises(
+        ExportError, match=r"not a model exported by BiT Studio.*replace it on purpose"
+    ) as info:
         export_onnx(_tiny_model(), LABELS, SIZE, BIT_NORMALIZATION, target)
+    assert (info.value.remedy, info.value.path) == ("replace", target)
     assert target.read_bytes() == b"three years of work"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.onnx"]  # no temporary left behind
 

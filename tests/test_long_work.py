@@ -8,9 +8,9 @@ import threading
 import pytest
 
 from bit_engine.config import TrainConfig
-from bit_engine.export import export_run
 from bit_engine.inference import Predictor
 from bit_engine.progress import OperationCancelled
+from bit_engine.run_export import export_run
 from bit_engine.train import fit
 
 pytestmark = pytest.mark.slow

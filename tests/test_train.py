@@ -240,7 +240,7 @@ def _cancel_on(phase: str, cancel: threading.Event):
 
 @pytest.mark.parametrize("phase", ["scanning", "downloading", "features", "training", "evaluating"])
 def test_a_cancel_in_each_phase_ends_one_way(color_folder, tiny_bit, tmp_path, monkeypatch, phase):
-    from bit_engine import weights
+    from bit_engine import weights, weights_cache, weights_download
     from bit_engine.progress import Progress
     from bit_engine.runs import read_status
 
@@ -249,9 +249,9 @@ def test_a_cancel_in_each_phase_ends_one_way(color_folder, tiny_bit, tmp_path, m
 
         def downloading(model, name, download_if_missing=False, on_progress=None, cancel=None):
             # The weights are "missing": one progress report from the download, then its cancel check.
-            on_progress(weights.DownloadProgress(done=1, total=100, speed=0.0, eta=None))
+            on_progress(weights_download.DownloadProgress(done=1, total=100, speed=0.0, eta=None))
             if cancel.is_set():
-                raise weights.DownloadCancelledError(f"Download of {name} cancelled.")
+                raise weights_cache.DownloadCancelledError(f"Download of {name} cancelled.")
             return real(model, name, download_if_missing, on_progress, cancel)
 
         monkeypatch.setattr(weights, "load_pretrained", downloading)

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from bit_engine import locations, models, weights
+from bit_engine import locations, models, weights, weights_cache, weights_check, weights_download
 from bit_engine.cli import main
 from bit_engine.cli import progress as cli_progress
 from bit_engine.models import ModelSpec, ResNetV2, save_bit_npz
@@ -71,7 +71,7 @@ def wide_bytes(tmp_path_factory) -> bytes:
 @pytest.fixture(autouse=True)
 def tiny_spec(monkeypatch):
     monkeypatch.setitem(models.KNOWN_MODELS, TINY.name, TINY)
-    monkeypatch.setitem(weights.ARCHITECTURES, TINY_ARCH, _tiny_model)
+    monkeypatch.setitem(weights_check.ARCHITECTURES, TINY_ARCH, _tiny_model)
     # Proxies from the environment must not see requests to the local test server.
     monkeypatch.setenv("no_proxy", "*")
     monkeypatch.setenv("NO_PROXY", "*")
@@ -146,7 +146,7 @@ def host(monkeypatch, tiny_bytes):
     server.fake_host = fake
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    monkeypatch.setenv(weights.WEIGHTS_URL_ENV, fake.base_url)
+    monkeypatch.setenv(weights_cache.WEIGHTS_URL_ENV, fake.base_url)
     yield fake
     server.shutdown()
     server.server_close()
@@ -163,7 +163,7 @@ def _cache_contents() -> list[str]:
 
 def test_download_reports_progress_up_to_the_total(host, tiny_bytes):
     seen = []
-    path = weights.download(TINY.name, on_progress=seen.append)
+    path = weights_download.download(TINY.name, on_progress=seen.append)
     assert path == locations.weights_dir() / "BiT-T-Tiny.npz"
     assert path.read_bytes() == tiny_bytes
     assert seen[0].done == 0
@@ -178,42 +178,42 @@ def test_download_reports_progress_up_to_the_total(host, tiny_bytes):
 
 def test_dropped_connection_resumes_with_a_range_request(host, tiny_bytes):
     host.drops = [700_000]
-    path = weights.download(TINY.name)
+    path = weights_download.download(TINY.name)
     assert host.ranges == [None, "bytes=700000-"]
     assert path.read_bytes() == tiny_bytes
 
 
 def test_interrupted_download_keeps_the_partial_file_for_the_next_call(host, tiny_bytes):
     host.drops = [700_000]
-    with pytest.raises(weights.DownloadInterruptedError, match="again to resume") as info:
-        weights.download(TINY.name, retries=0)
-    partial = weights.partial_path(TINY.name)
+    with pytest.raises(weights_cache.DownloadInterruptedError, match="again to resume") as info:
+        weights_download.download(TINY.name, retries=0)
+    partial = weights_cache.partial_path(TINY.name)
     assert str(partial) in str(info.value)
     assert partial.read_bytes() == tiny_bytes[:700_000]
     assert weights.cached_path(TINY.name) is None
     assert weights.list_models()[-1].partial_bytes == 700_000
 
-    path = weights.download(TINY.name)
+    path = weights_download.download(TINY.name)
     assert host.ranges == [None, "bytes=700000-"]
     assert path.read_bytes() == tiny_bytes
     assert not partial.exists()
 
 
 def test_server_ignoring_range_restarts_cleanly(host, tiny_bytes):
-    partial = weights.partial_path(TINY.name)
+    partial = weights_cache.partial_path(TINY.name)
     partial.parent.mkdir(parents=True)
     partial.write_bytes(b"\xff" * 500_000)  # garbage: it must not end up in the result
     host.ignore_range = True
-    path = weights.download(TINY.name)
+    path = weights_download.download(TINY.name)
     assert host.ranges == ["bytes=500000-"]
     assert path.read_bytes() == tiny_bytes
 
 
 def test_partial_longer_than_the_file_starts_over(host, tiny_bytes):
-    partial = weights.partial_path(TINY.name)
+    partial = weights_cache.partial_path(TINY.name)
     partial.parent.mkdir(parents=True)
     partial.write_bytes(b"\0" * (len(tiny_bytes) + 10))
-    path = weights.download(TINY.name)
+    path = weights_download.download(TINY.name)
     assert host.ranges == [f"bytes={len(tiny_bytes) + 10}-", None]
     assert path.read_bytes() == tiny_bytes
 
@@ -225,33 +225,35 @@ def test_cancel_keeps_the_partial_file_and_a_later_download_resumes(host, tiny_b
         if p.done > 0:
             cancel.set()
 
-    with pytest.raises(weights.DownloadCancelledError, match=r"cancelled.*resumes") as info:
-        weights.download(TINY.name, on_progress=on_progress, cancel=cancel)
-    kept = weights.partial_path(TINY.name).stat().st_size
+    with pytest.raises(weights_cache.DownloadCancelledError, match=r"cancelled.*resumes") as info:
+        weights_download.download(TINY.name, on_progress=on_progress, cancel=cancel)
+    kept = weights_cache.partial_path(TINY.name).stat().st_size
     assert 0 < kept < len(tiny_bytes)
     assert cli_progress.format_bytes(kept) in str(info.value)
 
-    path = weights.download(TINY.name)
+    path = weights_download.download(TINY.name)
     assert host.ranges == [None, f"bytes={kept}-"]
     assert path.read_bytes() == tiny_bytes
 
 
 def test_http_404_names_the_url_and_the_way_out(host):
     host.files.clear()
-    with pytest.raises(weights.DownloadHTTPError) as info:
-        weights.download(TINY.name)
+    with pytest.raises(weights_cache.DownloadHTTPError) as info:
+        weights_download.download(TINY.name)
     message = str(info.value)
     assert info.value.status == 404
     assert "HTTP 404" in message and f"{host.base_url}/BiT-T-Tiny.npz" in message
-    assert weights.WEIGHTS_URL_ENV in message  # a mirror is configured: say to check it
-    assert "bit-studio weights import PATH/TO/BiT-T-Tiny.npz" in message
+    assert weights_cache.WEIGHTS_URL_ENV in message  # a mirror is configured: say to check it
+    assert "fetch" in message and "by other means" in message
+    remedy = info.value.remedy, info.value.model, info.value.url
+    assert remedy == ("import", TINY.name, f"{host.base_url}/BiT-T-Tiny.npz")
     assert _cache_contents() == []
 
 
 def test_other_http_errors_are_reported(host):
     host.status = 503
-    with pytest.raises(weights.DownloadHTTPError, match=r"HTTP 503.*Try again later") as info:
-        weights.download(TINY.name)
+    with pytest.raises(weights_cache.DownloadHTTPError, match=r"HTTP 503.*Try again later") as info:
+        weights_download.download(TINY.name)
     assert info.value.status == 503
 
 
@@ -259,22 +261,25 @@ def test_unreachable_host_fails_fast_and_says_how_to_import(monkeypatch):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    monkeypatch.setenv(weights.WEIGHTS_URL_ENV, f"http://127.0.0.1:{port}/bit_models")
+    monkeypatch.setenv(weights_cache.WEIGHTS_URL_ENV, f"http://127.0.0.1:{port}/bit_models")
     started = time.monotonic()
-    with pytest.raises(weights.HostUnreachableError) as info:
-        weights.download(TINY.name, timeout=3)
+    with pytest.raises(weights_cache.HostUnreachableError) as info:
+        weights_download.download(TINY.name, timeout=3)
     assert time.monotonic() - started < 3
     message = str(info.value)
     assert f"Could not reach 127.0.0.1:{port}" in message
     assert f"http://127.0.0.1:{port}/bit_models/BiT-T-Tiny.npz" in message
-    assert "bit-studio weights import PATH/TO/BiT-T-Tiny.npz" in message
+    assert (info.value.remedy, info.value.model) == ("import", TINY.name)
 
 
 def test_weights_url_is_official_unless_overridden(monkeypatch):
-    monkeypatch.delenv(weights.WEIGHTS_URL_ENV)
-    assert weights.weights_url("bit-m-r50x1") == "https://storage.googleapis.com/bit_models/BiT-M-R50x1.npz"
-    monkeypatch.setenv(weights.WEIGHTS_URL_ENV, "http://mirror.lan/bit/")
-    assert weights.weights_url("BiT-M-R50x1") == "http://mirror.lan/bit/BiT-M-R50x1.npz"
+    monkeypatch.delenv(weights_cache.WEIGHTS_URL_ENV)
+    assert (
+        weights_cache.weights_url("bit-m-r50x1")
+        == "https://storage.googleapis.com/bit_models/BiT-M-R50x1.npz"
+    )
+    monkeypatch.setenv(weights_cache.WEIGHTS_URL_ENV, "http://mirror.lan/bit/")
+    assert weights_cache.weights_url("BiT-M-R50x1") == "http://mirror.lan/bit/BiT-M-R50x1.npz"
 
 
 @pytest.mark.parametrize("damage", ["truncated", "flipped byte"])
@@ -286,8 +291,8 @@ def test_corrupted_download_is_rejected_and_deleted(host, tiny_bytes, damage):
         host.files[NPZ_PATH] = (
             tiny_bytes[:middle] + bytes([tiny_bytes[middle] ^ 0xFF]) + tiny_bytes[middle + 1 :]
         )
-    with pytest.raises(weights.CorruptWeightsError, match="deleted") as info:
-        weights.download(TINY.name)
+    with pytest.raises(weights_cache.CorruptWeightsError, match="deleted") as info:
+        weights_download.download(TINY.name)
     assert ("truncated" if damage == "truncated" else "fails its checksum") in str(info.value)
     assert _cache_contents() == []
 
@@ -295,7 +300,7 @@ def test_corrupted_download_is_rejected_and_deleted(host, tiny_bytes, damage):
 def test_download_of_another_architecture_is_rejected_naming_the_mismatch(host, wide_bytes):
     host.files[NPZ_PATH] = wide_bytes
     with pytest.raises(models.WeightsMismatchError) as info:
-        weights.download(TINY.name)
+        weights_download.download(TINY.name)
     message = str(info.value)
     assert "'resnet/root_block/standardized_conv2d/kernel' has shape (7, 7, 3, 128)" in message
     assert "expects (7, 7, 3, 64)" in message
@@ -325,34 +330,36 @@ class _FullDisk:
 
 
 def test_disk_full_while_writing_says_how_much_space_is_needed_and_where(host, tiny_bytes, monkeypatch):
-    real_open = weights._open_partial
+    real_open = weights_download._open_partial
     monkeypatch.setattr(
-        weights, "_open_partial", lambda path, append: _FullDisk(real_open(path, append), 600_000)
+        weights_download, "_open_partial", lambda path, append: _FullDisk(real_open(path, append), 600_000)
     )
-    with pytest.raises(weights.DiskFullError) as info:
-        weights.download(TINY.name)
+    with pytest.raises(weights_cache.DiskFullError) as info:
+        weights_download.download(TINY.name)
     message = str(info.value)
-    written = weights.CHUNK_SIZE * (600_000 // weights.CHUNK_SIZE)
+    written = weights_download.CHUNK_SIZE * (600_000 // weights_download.CHUNK_SIZE)
     assert (
         f"needs {cli_progress.format_bytes(len(tiny_bytes) - written)} more in {locations.weights_dir()}"
         in (message)
     )
     assert locations.CACHE_ENV in message
-    assert weights.partial_path(TINY.name).stat().st_size == written  # kept: resumes once space is freed
+    assert (
+        weights_cache.partial_path(TINY.name).stat().st_size == written
+    )  # kept: resumes once space is freed
     assert weights.cached_path(TINY.name) is None
 
 
 def test_too_little_free_space_is_reported_before_downloading(host, tiny_bytes, monkeypatch):
     usage = types.SimpleNamespace(total=10**9, used=10**9 - 1000, free=1000)
-    monkeypatch.setattr(weights.shutil, "disk_usage", lambda path: usage)
-    with pytest.raises(weights.DiskFullError, match=r"needs 1.9 MB more .* \(only 1.0 KB free\)"):
-        weights.download(TINY.name)
+    monkeypatch.setattr(weights_download.shutil, "disk_usage", lambda path: usage)
+    with pytest.raises(weights_cache.DiskFullError, match=r"needs 1.9 MB more .* \(only 1.0 KB free\)"):
+        weights_download.download(TINY.name)
     assert _cache_contents() == []
 
 
 def test_models_shipped_in_a_package_have_nothing_to_download():
-    with pytest.raises(weights.NothingToDownloadError, match="ship with the app"):
-        weights.download("EfficientNet-Lite0")
+    with pytest.raises(weights_cache.NothingToDownloadError, match="ship with the app"):
+        weights_download.download("EfficientNet-Lite0")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -362,7 +369,7 @@ def test_models_shipped_in_a_package_have_nothing_to_download():
 @pytest.mark.parametrize("name", [n for n, s in models.KNOWN_MODELS.items() if s.family == "bit"])
 def test_expected_shapes_of_every_released_model_add_up_to_its_parameter_count(name):
     spec = models.get_spec(name)
-    shapes = weights.expected_npz_shapes(spec)
+    shapes = weights_check.expected_npz_shapes(spec)
     assert sum(math.prod(s) for s in shapes.values()) == spec.params
     classes = spec.upstream_classes
     assert shapes["resnet/head/conv2d/kernel"][-1] == classes and shapes["resnet/head/conv2d/bias"] == (
@@ -378,7 +385,7 @@ def test_verify_reads_headers_not_arrays(tmp_path, tiny_bytes, monkeypatch):
         raise AssertionError("np.load must not be needed to verify")
 
     monkeypatch.setattr(np, "load", no_loading)
-    weights.verify_npz(path, TINY.name)
+    weights_check.verify_npz(path, TINY.name)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -390,7 +397,7 @@ def test_import_infers_the_name_and_never_touches_the_source(tmp_path, tiny_byte
     source.parent.mkdir()
     source.write_bytes(tiny_bytes)
     before = source.stat()
-    stale = weights.partial_path(TINY.name)
+    stale = weights_cache.partial_path(TINY.name)
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"half")
     path = weights.import_npz(source)
@@ -404,8 +411,9 @@ def test_import_infers_the_name_and_never_touches_the_source(tmp_path, tiny_byte
 def test_import_with_an_explicit_name(tmp_path, tiny_bytes):
     source = tmp_path / "weights.npz"
     source.write_bytes(tiny_bytes)
-    with pytest.raises(weights.WeightsImportError, match="--name"):
+    with pytest.raises(weights_cache.WeightsImportError, match="say which one it is") as info:
         weights.import_npz(source)
+    assert (info.value.remedy, info.value.path) == ("name_model", source)
     assert weights.import_npz(source, name="bit-t-tiny").read_bytes() == tiny_bytes
 
 
@@ -418,7 +426,7 @@ def test_import_rejects_another_architecture_and_a_non_npz(tmp_path, wide_bytes)
     text.write_text("not weights")
     with pytest.raises(models.NotAnNpzError, match=r"not a valid \.npz"):
         weights.import_npz(text, name=TINY.name)
-    with pytest.raises(weights.WeightsImportError, match="does not exist"):
+    with pytest.raises(weights_cache.WeightsImportError, match="does not exist"):
         weights.import_npz(tmp_path / "missing.npz")
     assert _cache_contents() == []
 
@@ -450,7 +458,7 @@ def test_list_models_shows_the_cache_state(tmp_path, tiny_bytes):
     source.write_bytes(tiny_bytes)
     weights.import_npz(source)
     row = next(r for r in weights.list_models() if r.name == TINY.name)
-    assert row.cached and row.available and row.path == str(weights.cache_file(TINY.name))
+    assert row.cached and row.available and row.path == str(weights_cache.cache_file(TINY.name))
 
 
 def test_load_pretrained_from_the_cache(tmp_path):
@@ -464,8 +472,9 @@ def test_load_pretrained_from_the_cache(tmp_path):
 
 
 def test_load_pretrained_when_not_cached(host, tiny_bytes):
-    with pytest.raises(weights.WeightsNotCachedError, match="bit-studio weights download BiT-T-Tiny"):
+    with pytest.raises(weights_cache.WeightsNotCachedError, match="not on this machine yet") as info:
         weights.load_pretrained(_tiny_model(), TINY.name)
+    assert (info.value.remedy, info.value.model) == ("download", TINY.name)
     seen = []
     weights.load_pretrained(_tiny_model(), TINY.name, download_if_missing=True, on_progress=seen.append)
     assert seen[-1].done == len(tiny_bytes)
@@ -503,7 +512,7 @@ def test_cli_list_as_table_and_json(capsys):
 def test_cli_download_then_list_shows_it_cached(host, tiny_bytes, capsys):
     assert main(["weights", "download", "BiT-T-Tiny"]) == 0
     captured = capsys.readouterr()
-    assert f"Verified and saved BiT-T-Tiny to {weights.cache_file(TINY.name)}" in captured.out
+    assert f"Verified and saved BiT-T-Tiny to {weights_cache.cache_file(TINY.name)}" in captured.out
     assert "100.0%" in captured.err and "1.9 MB / 1.9 MB" in captured.err
     assert main(["weights", "download", "BiT-T-Tiny"]) == 0
     assert "already cached" in capsys.readouterr().out
@@ -533,7 +542,7 @@ def test_cli_ctrl_c_keeps_the_partial_file_and_says_so(host, monkeypatch, capsys
     monkeypatch.setattr(cli_progress.TextProgress, "update", interrupt)
     assert main(["weights", "download", "BiT-T-Tiny"]) == 130
     err = capsys.readouterr().err
-    partial = weights.partial_path(TINY.name)
+    partial = weights_cache.partial_path(TINY.name)
     assert partial.stat().st_size > 0
     assert f"kept in {partial}" in err and "again to resume" in err
 
@@ -542,7 +551,7 @@ def test_cli_import(tmp_path, tiny_bytes, wide_bytes, capsys):
     good = tmp_path / "BiT-T-Tiny.npz"
     good.write_bytes(tiny_bytes)
     assert main(["weights", "import", str(good)]) == 0
-    assert f"to {weights.cache_file(TINY.name)}" in capsys.readouterr().out
+    assert f"to {weights_cache.cache_file(TINY.name)}" in capsys.readouterr().out
     wrong = tmp_path / "mine.npz"
     wrong.write_bytes(wide_bytes)
     assert main(["weights", "import", str(wrong), "--name", "BiT-T-Tiny"]) == 2
@@ -556,9 +565,9 @@ def test_cli_download_of_a_bundled_model_is_a_no_op(capsys):
 
 
 def test_a_mistyped_mirror_url_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv(weights.WEIGHTS_URL_ENV, "mirror.lan/bit")
-    with pytest.raises(weights.WeightsError, match=weights.WEIGHTS_URL_ENV):
-        weights.download(TINY.name)
+    monkeypatch.setenv(weights_cache.WEIGHTS_URL_ENV, "mirror.lan/bit")
+    with pytest.raises(weights_cache.WeightsError, match=weights_cache.WEIGHTS_URL_ENV):
+        weights_download.download(TINY.name)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -566,39 +575,41 @@ def test_a_mistyped_mirror_url_is_a_clear_error(monkeypatch):
 
 
 def test_a_file_larger_than_the_table_allows_is_refused_before_downloading(host, tiny_bytes):
-    limit = weights.max_download_bytes(TINY)
+    limit = weights_download.max_download_bytes(TINY)
     host.files[NPZ_PATH] = tiny_bytes + b"\0" * (limit - len(tiny_bytes) + 1)
     with pytest.raises(
-        weights.DownloadTooLargeError, match="that is not the weights file, so nothing was kept"
+        weights_cache.DownloadTooLargeError, match="that is not the weights file, so nothing was kept"
     ):
-        weights.download(TINY.name)
+        weights_download.download(TINY.name)
     assert _cache_contents() == []  # no partial file "to resume from"
 
 
 def test_a_body_without_length_stops_at_the_tables_size(host, tiny_bytes):
     host.no_length = True
-    host.files[NPZ_PATH] = b"\0" * (3 * weights.max_download_bytes(TINY))  # an endless stream, in effect
-    with pytest.raises(weights.DownloadTooLargeError, match="sends more than that"):
-        weights.download(TINY.name)
+    host.files[NPZ_PATH] = b"\0" * (
+        3 * weights_download.max_download_bytes(TINY)
+    )  # an endless stream, in effect
+    with pytest.raises(weights_cache.DownloadTooLargeError, match="sends more than that"):
+        weights_download.download(TINY.name)
     assert _cache_contents() == []
 
 
 def test_a_body_without_length_is_accepted_within_the_tables_size(host, tiny_bytes):
     host.no_length = True
-    assert weights.download(TINY.name).read_bytes() == tiny_bytes
+    assert weights_download.download(TINY.name).read_bytes() == tiny_bytes
 
 
 def test_disk_full_message_never_reports_a_negative_amount(host, tiny_bytes, monkeypatch):
     # No Content-Length: what is missing is estimated from the table, which the npz's headers exceed a little.
     host.no_length = True
     assert len(tiny_bytes) > TINY.size_bytes
-    monkeypatch.setattr(weights, "CHUNK_SIZE", 4096)
-    real_open = weights._open_partial
+    monkeypatch.setattr(weights_download, "CHUNK_SIZE", 4096)
+    real_open = weights_download._open_partial
     room = len(tiny_bytes) - 10
     monkeypatch.setattr(
-        weights, "_open_partial", lambda path, append: _FullDisk(real_open(path, append), room)
+        weights_download, "_open_partial", lambda path, append: _FullDisk(real_open(path, append), room)
     )
-    with pytest.raises(weights.DiskFullError) as info:
-        weights.download(TINY.name)
+    with pytest.raises(weights_cache.DiskFullError) as info:
+        weights_download.download(TINY.name)
     needed = re.search(r"needs (\S+ \S+) more", str(info.value)).group(1)
     assert not needed.startswith("-"), str(info.value)

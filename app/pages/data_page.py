@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import settings
+from app.pages.label_issues_panel import LabelIssuesPanel
 from app.state import AppState
 from app.widgets.class_table import (
     EXAMPLES_PER_CLASS,
@@ -272,8 +273,11 @@ class DataPage(QWidget):
         self.skipped_list.setUniformItemSizes(True)
         skipped_layout.addWidget(self.skipped_list)
         splitter.addWidget(skipped_box)
+        self.label_issues = LabelIssuesPanel(self.state)
+        splitter.addWidget(self.label_issues)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 1)
+        splitter.setStretchFactor(2, 3)
         outer.addWidget(splitter, 1)
         return page
 
@@ -313,6 +317,7 @@ class DataPage(QWidget):
         for w in workers:
             w.wait()
         self.thumbnails.shutdown()
+        self.label_issues.shutdown()
 
     def _on_open_clicked(self) -> None:
         start = self.state.data_dir or (settings.load().recent_folders or [""])[0]
@@ -471,6 +476,7 @@ class DataPage(QWidget):
         self.class_model.set_rows(self._class_rows(report, split), val_planned=split is not None)
         self.class_table.setVisible(bool(report.classes))
         self._show_skipped(report)
+        self.label_issues.set_report(report)
         self.views.setCurrentIndex(2)
 
     @classmethod

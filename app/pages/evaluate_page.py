@@ -4,6 +4,9 @@ What the page shows comes from the run's own report (report.json, written by the
 training on the validation split) or from an evaluation on another labelled folder (a held-out test set),
 run by the engine in the background. Clicking a cell of the confusion matrix shows the images behind it;
 clicking one of those shows it large with the model's top 3, computed by the run's model in the background.
+The validation photos are photos of the run's own folder: the large view records label corrections for them
+("This photo belongs to…", "Leave it out"), kept by the engine's `CorrectionStore` for the next run, and the
+gallery marks the corrected ones.
 
 Driving the page from a script: `load_run(run_dir)` (then wait for `evaluationShown`), `show_cell(true,
 predicted)`, `evaluate_folder(path)`, and the export panel's `export_to(path)`.
@@ -31,6 +34,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSplitter,
@@ -39,6 +43,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app import label_corrections
 from app.pages.export_panel import ExportPanel
 from app.state import AppState
 from app.widgets.confusion_matrix import ConfusionMatrixModel, ConfusionMatrixView
@@ -271,6 +276,7 @@ class EvaluatePage(QWidget):
         self.photos.failed.connect(self._on_photo_failed)
         self._build()
         state.runChanged.connect(self._on_run_changed)
+        state.correctionsChanged.connect(self._on_corrections_changed)
         if state.run_dir:
             self._on_run_changed(state.run_dir)
 
@@ -409,6 +415,8 @@ class EvaluatePage(QWidget):
         self.gallery.itemChosen.connect(self.show_photo)
         self.detail = PhotoDetail(self)
         self.detail.setObjectName("photoDetail")
+        self.detail.correctionAsked.connect(self._on_correction_asked)
+        self.detail.undoAsked.connect(self._on_undo_asked)
         gallery_box = QWidget(self)
         gallery_layout = QVBoxLayout(gallery_box)
         gallery_layout.setContentsMargins(0, 0, 0, 0)
@@ -488,6 +496,7 @@ class EvaluatePage(QWidget):
     def show_photo(self, item: GalleryItem) -> None:
         """Show one photo large and ask the run's model for its top 3 (in the background)."""
         self.detail.show_item(item)
+        self._offer_corrections()
         self.photos.clear()
         self.photos.request(item.path)
         self._pending_photo = item
@@ -541,6 +550,7 @@ class EvaluatePage(QWidget):
         self.accuracy_label.setToolTip(details[0])
         self.folder_button.setEnabled(True)
         self.validation_button.setVisible(not evaluation.is_validation and self.validation is not None)
+        self._refresh_marks()
         self.matrix.zoom_to_fit()
         worst = self._worst_cell(report)
         if worst is None:
@@ -569,6 +579,93 @@ class EvaluatePage(QWidget):
         super().showEvent(event)
         if self.evaluation is not None:
             self.matrix.zoom_to_fit()  # the view has its real size only once shown
+
+    # ------------------------------------------------------------------------------------------ corrections
+    def _correctable(self) -> Evaluation | None:
+        """The evaluation whose photos can be corrected: the run's validation photos, of its own folder."""
+        evaluation = self.evaluation
+        return evaluation if evaluation is not None and evaluation.is_validation else None
+
+    def _relative(self, evaluation: Evaluation, item: GalleryItem) -> str:
+        return Path(item.path).relative_to(evaluation.root).as_posix()
+
+    def _folder_label(self, evaluation: Evaluation, relative: str, shown: str) -> str:
+        """The label the photo's folder gives it: a run trained with a correction shows the corrected one."""
+        from bit_engine.corrections import run_corrections
+        from bit_engine.errors import BitStudioError
+
+        try:
+            applied = run_corrections(evaluation.run_dir)
+        except BitStudioError:
+            applied = None
+        used = {c.path: c.given for c in applied.applied} if applied else {}
+        return used.get(relative, shown)
+
+    def _store_corrections(self, evaluation: Evaluation) -> dict:
+        from bit_engine.corrections import CorrectionStore
+        from bit_engine.errors import BitStudioError
+
+        try:
+            return {c.path: c for c in CorrectionStore(evaluation.root).corrections()}
+        except BitStudioError:
+            return {}
+
+    def _refresh_marks(self) -> None:
+        evaluation = self._correctable()
+        marks = {}
+        if evaluation is not None:
+            for relative, c in self._store_corrections(evaluation).items():
+                path = str(Path(evaluation.root, *relative.split("/")))
+                marks[path] = "left out" if c.corrected is None else f"→ {c.corrected}"
+        self.gallery.gallery_model.set_marks(marks)
+        self._offer_corrections()
+
+    def _offer_corrections(self) -> None:
+        evaluation, item = self._correctable(), self.detail.item
+        if evaluation is None or item is None:
+            self.detail.offer_corrections(None)
+            return
+        relative = self._relative(evaluation, item)
+        current = self._store_corrections(evaluation).get(relative)
+        folder_label = current.given if current else self._folder_label(evaluation, relative, item.true)
+        mark = label_corrections.outcome(current) if current else None
+        self.detail.offer_corrections(evaluation.classes, folder_label, mark)
+
+    def _on_correction_asked(self, item: GalleryItem, target) -> None:
+        evaluation = self._correctable()
+        if evaluation is None:
+            return
+        relative = self._relative(evaluation, item)
+        label_now = self._folder_label(evaluation, relative, item.true)
+        self._change(
+            evaluation, lambda: label_corrections.correct(evaluation.root, relative, label_now, target)
+        )
+
+    def _on_undo_asked(self, item: GalleryItem) -> None:
+        evaluation = self._correctable()
+        if evaluation is not None:
+            relative = self._relative(evaluation, item)
+            self._change(evaluation, lambda: label_corrections.take_back(evaluation.root, [relative]))
+
+    def _change(self, evaluation: Evaluation, action) -> None:
+        from bit_engine.errors import BitStudioError
+
+        try:
+            action()
+        except (BitStudioError, OSError) as exc:
+            text = (
+                str(exc)
+                if isinstance(exc, BitStudioError)
+                else f"It could not be saved: {exc.strerror or exc}."
+            )
+            QMessageBox.warning(self, "The correction was not kept", text)
+            return
+        self.state.corrections_changed(evaluation.root)  # marks this gallery too, through the signal
+
+    def _on_corrections_changed(self, folder: str) -> None:
+        evaluation = self._correctable()
+        if evaluation is not None and Path(folder).resolve() == Path(evaluation.root).resolve():
+            self._refresh_marks()
 
     # ------------------------------------------------------------------------------------------ workers
     def _track(self, worker: Worker) -> Worker:

@@ -32,8 +32,8 @@ from bit_engine.units import format_bytes
 
 def _export_call(run_dir: str, out_path: str, int8: bool, force: bool):
     def call(on_progress, cancel):
-        from bit_engine.export import export_run
         from bit_engine.progress import Progress
+        from bit_engine.run_export import export_run
 
         on_progress(Progress("exporting", message="Exporting and checking it against the app's model…"))
         return export_run(
@@ -49,7 +49,7 @@ def _export_call(run_dir: str, out_path: str, int8: bool, force: bool):
 
 
 def describe_export(record) -> str:
-    """The figures of a `bit_engine.export.RunExport`, as rich text for the panel."""
+    """The figures of a `bit_engine.run_export.RunExport`, as rich text for the panel."""
     e = record.export
     source = "validation images" if e.verify_images_source == "caller" else "random test images"
     lines = [

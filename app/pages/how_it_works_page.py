@@ -494,7 +494,7 @@ class HowItWorksPage(QWidget):
             "Under each picture: the output at the centre, upper left and lower right, and how much the whole "
             "output changed from the photo alone, on average (outputs spread about ±1). In a batch of "
             f"{max(demo.batch_sizes)}, <b>BatchNorm changed your photo's output by {bn:.2f}</b>; "
-            f"<b>GroupNorm's changed by {gn:.4f}</b>: not at all."
+            f"<b>GroupNorm's changed by {gn:.4f}</b>" + (": not at all." if gn < 5e-5 else ".")
         )
 
     def _show_standardization(self, demo) -> None:
@@ -528,6 +528,8 @@ class HowItWorksPage(QWidget):
         pair = self.explanation.pair
         if demo.rule_alpha > 0:
             plan = f"Your plan uses mixup with α = {demo.rule_alpha:g}."
+        elif any(o.setting == "mixup" for o in self.explanation.plan.overrides):
+            plan = f"You turned mixup off in the Plan step. Shown anyway with α = {demo.alpha:g}."
         else:
             plan = (
                 "Your plan has no mixup: under 20,000 photos it does not help. Shown anyway with "

@@ -166,6 +166,7 @@ class PlanPage(QWidget):
         self._estimate_timer.timeout.connect(self._start_estimates)
         self._build()
         state.datasetChanged.connect(self._on_dataset_changed)
+        state.correctionsChanged.connect(self._on_corrections_changed)
 
     # ------------------------------------------------------------------------------------------- layout
 
@@ -182,6 +183,11 @@ class PlanPage(QWidget):
         self.subtitle = _named(QLabel("Loading the model table…"), "planDatasetLabel", "What the plan is for")
         self.subtitle.setWordWrap(True)
         outer.addWidget(self.subtitle)
+        self.corrections_label = _named(QLabel(), "planCorrectionsLabel", "Label corrections the run applies")
+        self.corrections_label.setWordWrap(True)
+        self.corrections_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.corrections_label.setVisible(False)
+        outer.addWidget(self.corrections_label)
 
         # The answer to "how long will this take?" first, next to the way on.
         top = QHBoxLayout()
@@ -484,8 +490,43 @@ class PlanPage(QWidget):
             model=self.current_model(),
             strategy=self.current_strategy(),
             device="cuda" if device == "all" else device or None,
+            corrections=self._corrections()[0],
             **self._overrides,
         )
+
+    def _corrections(self) -> tuple[tuple, str]:
+        """The folder's label corrections (the Data and Evaluate steps record them), and why none when the
+        store cannot be read: a person who fixed labels expects the next run to use them."""
+        from bit_engine.corrections import CorrectionStore
+        from bit_engine.errors import BitStudioError
+
+        try:
+            return CorrectionStore(self._report.root).as_config(), ""
+        except BitStudioError as exc:
+            return (), str(exc)
+
+    def _show_corrections(self, config) -> None:
+        from bit_engine.corrections import apply_corrections, from_config
+
+        problem = self._corrections()[1]
+        if problem:
+            self.corrections_label.setText(f"No label corrections will be applied: {problem}")
+        elif config.corrections:
+            _, applied = apply_corrections(self._report, from_config(config.corrections))
+            n = len(applied.applied)
+            parts = [f"{applied.relabelled} moved to another class"] if applied.relabelled else []
+            parts += [f"{applied.left_out} left out"] if applied.left_out else []
+            text = f"{n} label correction{'' if n == 1 else 's'} will be applied"
+            text += f" ({', '.join(parts)})" if parts else ""
+            if applied.not_applied:
+                m = len(applied.not_applied)
+                text += f"; {m} cannot be ({applied.not_applied[0][1]}{', …' if m > 1 else ''})"
+            self.corrections_label.setText(f"{text}. They are listed, and can be undone, in the Data step.")
+        self.corrections_label.setVisible(bool(problem or config.corrections))
+
+    def _on_corrections_changed(self, folder: str) -> None:
+        if self._report is not None and self._engine is not None:
+            self._replan()
 
     def _on_model_changed(self, _index: int) -> None:
         if self._building:
@@ -575,6 +616,7 @@ class PlanPage(QWidget):
             f"For <b>{html.escape(self._report.root, quote=False)}</b>: {self._engine.num_train:,} photos to train on, "
             f"{self._engine.num_val:,} to check the model, {n_classes} classes, typical size {w}×{h}."
         )
+        self._show_corrections(config)
         self.state.devices = "all" if self.current_device() == "all" else None
         self.state.set_config(config)
         self.continue_button.setEnabled(True)
@@ -619,9 +661,9 @@ class PlanPage(QWidget):
         name = self.current_model()
 
         def download(on_progress, cancel):
-            from bit_engine import weights
+            from bit_engine import weights_download
 
-            return weights.download(name, on_progress=on_progress, cancel=cancel)
+            return weights_download.download(name, on_progress=on_progress, cancel=cancel)
 
         self._start_weights_job(download, f"Downloading {name}…", f"download {name}")
 

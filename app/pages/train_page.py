@@ -417,13 +417,13 @@ class TrainPage(QWidget):
             return
 
         def download(on_progress, cancel):
-            from bit_engine import weights
+            from bit_engine import weights_download
             from bit_engine.progress import Progress
 
             def relay(p) -> None:
                 on_progress(Progress("downloading", p.done, p.total or 0, message=model))
 
-            return weights.download(model, on_progress=relay, cancel=cancel)
+            return weights_download.download(model, on_progress=relay, cancel=cancel)
 
         self.log_view.add_message(f"Downloading the weights of {model}…")
         self._run_helper(download, f"{model}'s weights are downloaded.")

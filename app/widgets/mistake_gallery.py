@@ -3,7 +3,9 @@
 `GalleryModel` holds `GalleryItem`s (file, true label, predicted label, confidence) in the order given (the
 page passes the most confident mistakes first: the ones worth looking at). Thumbnails come from a
 `ThumbnailLoader` as they are decoded; until then a tile shows a grey square, and a file that cannot be
-decoded shows why in its tooltip.
+decoded shows why in its tooltip. A photo whose label was corrected carries a mark (`GalleryModel.set_marks`:
+"→ dog", "left out") on its tile, and the large view offers the corrections themselves ("This photo belongs
+to…", "Leave it out", Undo) for photos of the run's own folder.
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ from PySide6.QtGui import QColor, QImage, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFrame,
+    QHBoxLayout,
     QLabel,
     QListView,
+    QMenu,
     QProgressBar,
+    QPushButton,
     QSizePolicy,
     QStyle,
     QStyledItemDelegate,
@@ -41,6 +46,9 @@ from app.widgets.thumbnails import ThumbnailLoader
 
 #: The `GalleryItem` of a row.
 ITEM_ROLE = Qt.ItemDataRole.UserRole + 1
+
+#: The mark of a row's photo ("→ dog", "left out"), or None.
+MARK_ROLE = Qt.ItemDataRole.UserRole + 2
 
 THUMB = 112
 
@@ -82,6 +90,7 @@ class GalleryModel(QAbstractListModel):
         self._rows: dict[str, list[int]] = {}
         self._thumbs: dict[str, QPixmap] = {}
         self._errors: dict[str, str] = {}
+        self._marks: dict[str, str] = {}
         self._loader = loader
         loader.loaded.connect(self._on_loaded)
         loader.failed.connect(self._on_failed)
@@ -101,6 +110,17 @@ class GalleryModel(QAbstractListModel):
     def item(self, row: int) -> GalleryItem:
         return self._items[row]
 
+    def set_marks(self, marks: dict[str, str]) -> None:
+        """Marks shown on the tiles of these photos (path -> a few words, e.g. a label correction)."""
+        if marks == self._marks:
+            return
+        self._marks = dict(marks)
+        if self._items:
+            self.dataChanged.emit(self.index(0), self.index(len(self._items) - 1), [MARK_ROLE])
+
+    def mark(self, path: str) -> str | None:
+        return self._marks.get(path)
+
     def items(self) -> list[GalleryItem]:
         return list(self._items)
 
@@ -118,7 +138,12 @@ class GalleryModel(QAbstractListModel):
             return item.caption()
         if role in (Qt.ItemDataRole.ToolTipRole, Qt.ItemDataRole.AccessibleTextRole):
             why = self._errors.get(item.path)
-            return f"{item.caption()}\n{item.path}" + (f"\n{why}" if why else "")
+            mark = self._marks.get(item.path)
+            return (
+                f"{item.caption()}\n{item.path}"
+                + (f"\ncorrected: {mark}" if mark else "")
+                + (f"\n{why}" if why else "")
+            )
         if role == Qt.ItemDataRole.DecorationRole:
             pixmap = self._thumbs.get(item.path)
             if pixmap is None and item.path not in self._errors:
@@ -126,6 +151,8 @@ class GalleryModel(QAbstractListModel):
             return pixmap
         if role == ITEM_ROLE:
             return item
+        if role == MARK_ROLE:
+            return self._marks.get(item.path)
         return None
 
     def _on_loaded(self, path: str, image: QImage) -> None:
@@ -171,6 +198,22 @@ class GalleryDelegate(QStyledItemDelegate):
             )
         else:
             painter.fillRect(box, QColor(225, 225, 225))
+        mark = index.data(MARK_ROLE)
+        if mark:
+            # A label correction: a green band across the bottom of the thumbnail, readable on any photo.
+            band = QRect(
+                box.left(),
+                box.bottom() - option.fontMetrics.height() - 3,
+                THUMB,
+                option.fontMetrics.height() + 4,
+            )
+            painter.fillRect(band, QColor(29, 107, 44, 225))
+            painter.setPen(QColor(255, 255, 255))
+            painter.drawText(
+                band,
+                int(Qt.AlignmentFlag.AlignCenter),
+                option.fontMetrics.elidedText(f"✓ {mark}", Qt.TextElideMode.ElideRight, THUMB - 6),
+            )
         metrics = option.fontMetrics
         line = metrics.height()
         text_rect = QRect(rect.left() + 4, box.bottom() + 6, rect.width() - 8, line)
@@ -266,8 +309,16 @@ class PhotoDetail(QFrame):
 
     The page fills it in two steps: `show_item` at once (the photo is decoded in the background and arrives
     by `set_image`), then `set_top_k` when the model has answered (or `set_message` with the reason it could
-    not).
+    not). For a photo of the run's own folder the page also calls `offer_corrections`: "This photo belongs
+    to…" (a class) and "Leave it out", or what was recorded, with Undo.
+
+    Signals:
+        correctionAsked(object, object): the `GalleryItem` and the class it belongs to (None: leave it out).
+        undoAsked(object): take the `GalleryItem`'s correction back.
     """
+
+    correctionAsked = Signal(object, object)
+    undoAsked = Signal(object)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -288,8 +339,10 @@ class PhotoDetail(QFrame):
         self.message.setTextFormat(Qt.TextFormat.PlainText)
         self.bars = TopKBars(self)
         self.bars.setObjectName("detailTopK")
+        self.corrections = self._build_corrections()
         layout.addWidget(self.image_label, 1)
         layout.addWidget(self.title)
+        layout.addWidget(self.corrections)
         layout.addWidget(self.message)
         layout.addWidget(self.bars)
         self.setAccessibleName("Selected photo")
@@ -297,8 +350,85 @@ class PhotoDetail(QFrame):
         self.item: GalleryItem | None = None
         self.show_placeholder()
 
+    def _build_corrections(self) -> QWidget:
+        box = QWidget(self)
+        layout = QVBoxLayout(box)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        self.belongs_button = QPushButton("This photo belongs to…", box)
+        self.belongs_button.setObjectName("belongsToClassButton")
+        self.belongs_button.setAccessibleName("This photo belongs to another class")
+        self.belongs_button.setToolTip(
+            "Record its right class: the next run trains with it. The file stays where it is."
+        )
+        self.belongs_button.setMenu(QMenu(self.belongs_button))
+        self.leave_button = QPushButton("Leave it out", box)
+        self.leave_button.setObjectName("leaveOutPhotoButton")
+        self.leave_button.setAccessibleName("Leave this photo out of the next run")
+        self.leave_button.setToolTip(
+            "The next run trains and validates without it. The file stays where it is."
+        )
+        self.leave_button.clicked.connect(lambda: self.item and self.correctionAsked.emit(self.item, None))
+        actions = QHBoxLayout()
+        actions.addWidget(self.belongs_button)
+        actions.addWidget(self.leave_button)
+        actions.addStretch(1)
+        self.correction_label = QLabel(box)
+        self.correction_label.setObjectName("photoCorrectionLabel")
+        self.correction_label.setAccessibleName("The label correction of this photo")
+        self.correction_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.correction_label.setStyleSheet("color: #1d6b2c;")
+        self.correction_label.setWordWrap(True)
+        self.undo_button = QPushButton("Undo", box)
+        self.undo_button.setObjectName("undoPhotoCorrectionButton")
+        self.undo_button.setAccessibleName("Undo the label correction of this photo")
+        self.undo_button.clicked.connect(lambda: self.item and self.undoAsked.emit(self.item))
+        recorded = QHBoxLayout()
+        recorded.addWidget(self.correction_label, 1)
+        recorded.addWidget(self.undo_button)
+        layout.addLayout(actions)
+        layout.addLayout(recorded)
+        box.setVisible(False)
+        return box
+
+    def offer_corrections(
+        self, classes: Sequence[str] | None, folder_label: str = "", mark: str | None = None
+    ):
+        """Offer "belongs to" (every class but `folder_label`) and "leave it out"; None hides them.
+
+        Args:
+            classes: the run's classes, or None when this photo cannot be corrected here.
+            folder_label: the class its folder gives it.
+            mark: what was recorded for it ("moved to dog", "left out"), or None.
+        """
+        self.corrections.setVisible(classes is not None and self.item is not None)
+        if classes is None:
+            return
+        menu = self.belongs_button.menu()
+        # Rebuilt only when its choices change, and the old actions deleted later: this runs from the
+        # triggered signal of one of them, which must outlive its own emission.
+        choices = [name for name in classes if name != folder_label]
+        if [a.text() for a in menu.actions()] != choices:
+            self._set_choices(menu, choices)
+        self.belongs_button.setEnabled(bool(choices))
+        self.correction_label.setVisible(mark is not None)
+        self.undo_button.setVisible(mark is not None)
+        if mark is not None:
+            self.correction_label.setText(f"✓ Corrected: {mark}. The next run uses it.")
+
+    def _set_choices(self, menu: QMenu, choices: Sequence[str]) -> None:
+        for action in menu.actions():
+            menu.removeAction(action)
+            action.deleteLater()
+        for name in choices:
+            action = menu.addAction(name)
+            action.triggered.connect(
+                lambda _checked=False, target=name: self.item and self.correctionAsked.emit(self.item, target)
+            )
+
     def show_placeholder(self) -> None:
         self.item = None
+        self.corrections.setVisible(False)
         self._pixmap = None
         self.image_label.clear()
         self.image_label.setText("Click a thumbnail to see the photo large, with the model's top 3.")
@@ -309,6 +439,7 @@ class PhotoDetail(QFrame):
 
     def show_item(self, item: GalleryItem) -> None:
         self.item = item
+        self.corrections.setVisible(False)
         self._pixmap = None
         self.image_label.clear()
         self.image_label.setText("Loading the photo…")

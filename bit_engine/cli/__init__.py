@@ -1,7 +1,8 @@
 """The `bit-studio` command line: sub-commands over the engine, for people and (with --json) for scripts.
 
 Each `cmd_*.py` module registers its sub-commands. Errors meant for the user (`BitStudioError`) print as
-one clear message and exit 2; Ctrl-C exits 130 after the command has cleaned up.
+one clear message, followed by the command that fixes it when the engine names a remedy (`remedies.py`), and
+exit 2; Ctrl-C exits 130 after the command has cleaned up.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ import argparse
 import sys
 
 from bit_engine import __version__
+from bit_engine.cli.remedies import render_error
 from bit_engine.errors import BitStudioError
 from bit_engine.progress import OperationCancelled
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bit_engine.cli import cmd_export, cmd_train, cmd_weights
+    from bit_engine.cli import cmd_export, cmd_labels, cmd_train, cmd_weights
 
     parser = argparse.ArgumentParser(
         prog="bit-studio",
@@ -23,17 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"bit-studio {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in (cmd_train, cmd_export, cmd_weights):
+    for module in (cmd_train, cmd_labels, cmd_export, cmd_weights):
         module.register(sub)
     return parser
-
-
-def with_command(exc: BitStudioError) -> str:
-    """The error's message, with the command that fixes it when the engine says what fixes it."""
-    run_dir = getattr(exc, "run_dir", None)
-    if exc.remedy == "resume" and run_dir is not None:
-        return f"{str(exc).rstrip('.')}: bit-studio resume {run_dir}"
-    return str(exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{exc}", file=sys.stderr)
         return 130
     except BitStudioError as exc:
-        print(f"error: {with_command(exc)}", file=sys.stderr)
+        print(f"error: {render_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nCancelled.", file=sys.stderr)

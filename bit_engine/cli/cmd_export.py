@@ -39,7 +39,7 @@ def register(sub) -> None:
 
 
 def _export(args) -> int:
-    from bit_engine.export import export_run
+    from bit_engine.run_export import export_run
 
     print(f"Exporting {args.run_dir} ...", file=sys.stderr)
     record = export_run(args.run_dir, args.out, quantize=args.quantize, force=args.force)

@@ -35,6 +35,12 @@ def register(sub) -> None:
     )
     _override_args(p)
     p.add_argument("--out", help="run folder to create (default: a new folder in your BiT Studio runs)")
+    p.add_argument(
+        "--corrections",
+        metavar="FILE",
+        help="label corrections to train with (CSV: path, given_label, corrected_label[, action], as "
+        "`label-issues --csv` writes); the run records which it applied",
+    )
     _devices_arg(p)
     p.add_argument("--json", action="store_true", help="print progress as JSON lines")
     p.set_defaults(run=_train)
@@ -287,18 +293,16 @@ def _run_cancellable(fn, printer):
 
 def _finish(result, as_json: bool) -> int:
     """Print how a finished run ended (a cancelled one raises `OperationCancelled`, see `_cancelled`)."""
+    used = _corrections_used(result.run_dir)
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "status": result.status,
-                    "run_dir": str(result.run_dir),
-                    "step": result.step,
-                    "val_top1": result.val_top1,
-                }
-            )
-        )
+        out = {"status": result.status, "run_dir": str(result.run_dir), "step": result.step}
+        out["val_top1"] = result.val_top1
+        if used is not None:
+            out["corrections"] = used.counts()
+        print(json.dumps(out))
     else:
+        if used is not None:
+            _print_corrections(used)
         if result.report is not None and result.report.accuracy is None:
             print(f"Done after {result.step} steps. No validation images: accuracy cannot be measured.")
         else:
@@ -306,6 +310,24 @@ def _finish(result, as_json: bool) -> int:
         print(f"Run folder: {result.run_dir}")
         _print_mistakes(result.report)
     return 0
+
+
+def _corrections_used(run_dir):
+    """The run's `AppliedCorrections` (None when the run had no corrections, or their record is damaged)."""
+    from bit_engine.corrections import CorrectionsError, run_corrections
+
+    try:
+        return run_corrections(run_dir)
+    except CorrectionsError:
+        return None
+
+
+def _print_corrections(used, limit: int = 10) -> None:
+    print(f"Label corrections: {used.summary()}")
+    for c, why in used.not_applied[:limit]:
+        print(f"  not applied: {printable(c.describe())} ({printable(why)})")
+    if len(used.not_applied) > limit:
+        print(f"  ... and {len(used.not_applied) - limit} more (see corrections.json in the run folder)")
 
 
 def _print_mistakes(report, limit: int = 5) -> None:
@@ -454,11 +476,21 @@ def _prepare(args, config):
             bar.close()
             if choice.message:
                 print(choice.message, file=say)
+            for line in _choice_commands(choice):
+                print(line, file=say)
             return config.replace(model=choice.name)
         model_choice.fetch_weights(config.model, on_progress=show)
         return config
     finally:
         bar.close()
+
+
+def _choice_commands(choice) -> list[str]:
+    """The commands that would let the default model be trained after `choice` fell back from it."""
+    from bit_engine.cli.remedies import commands
+    from bit_engine.models import DEFAULT_MODEL
+
+    return commands(choice.remedy, model=DEFAULT_MODEL, url=choice.url)
 
 
 def _say_download(stream, indent: str = "") -> None:
@@ -477,8 +509,12 @@ def _say_download(stream, indent: str = "") -> None:
 
 def _train(args) -> int:
     from bit_engine import distributed
+    from bit_engine.cli.cmd_labels import read_corrections_arg
 
-    config = _prepare(args, _config(args, args.strategy))
+    config = _config(args, args.strategy)
+    if args.corrections:
+        config = config.replace(corrections=read_corrections_arg(args.corrections))
+    config = _prepare(args, config)
     announce = not args.json and distributed.is_main_process()
     printer = _ProgressPrinter(
         args.json,
@@ -643,6 +679,8 @@ def _demo(args) -> int:
             bar.close()
     if choice.message:
         print(f"   {choice.message}")
+        for line in _choice_commands(choice):
+            print(f"   {line}")
     else:
         print(f"   Using {choice.name} (its weights are on this machine).")
     print()

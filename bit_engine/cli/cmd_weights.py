@@ -88,7 +88,7 @@ def _status(row) -> str:
 
 
 def _run_download(args: argparse.Namespace) -> int:
-    from bit_engine import weights
+    from bit_engine import weights, weights_cache, weights_download
 
     spec = weights.get_spec(args.name)
     if spec.family != "bit":
@@ -98,22 +98,22 @@ def _run_download(args: argparse.Namespace) -> int:
     if cached is not None:
         print(f"{spec.name} is already cached: {cached}")
         return 0
-    url = weights.weights_url(spec.name)
-    partial = weights.partial_path(spec.name)
+    url = weights_cache.weights_url(spec.name)
+    partial = weights_cache.partial_path(spec.name)
     resumed = partial.stat().st_size if partial.is_file() else 0
     start = f", resuming after {format_bytes(resumed)}" if resumed else ""
     print(f"Downloading {spec.name} (~{format_bytes(spec.size_bytes)}) from {url}{start}", file=sys.stderr)
     bar = TextProgress(stream=sys.stderr)
 
-    def on_progress(p: weights.DownloadProgress) -> None:
+    def on_progress(p: weights_download.DownloadProgress) -> None:
         total = p.total or spec.size_bytes
         eta = f"  ETA {format_duration(p.eta)}" if p.eta is not None else ""
         text = f"{format_bytes(p.done)} / {format_bytes(total)}  {format_bytes(p.speed)}/s{eta}"
         bar.update(p.done / total if total else 0.0, text, force=p.total is not None and p.done >= p.total)
 
-    timeout = args.timeout if args.timeout is not None else weights.DEFAULT_TIMEOUT
+    timeout = args.timeout if args.timeout is not None else weights_download.DEFAULT_TIMEOUT
     try:
-        path = weights.download(spec.name, on_progress=on_progress, timeout=timeout)
+        path = weights_download.download(spec.name, on_progress=on_progress, timeout=timeout)
     except KeyboardInterrupt:
         # The partial file is closed by now; end the bar's line before the message.
         bar.close()
