@@ -77,4 +77,6 @@ def how_sure(probability: float) -> str:
         words = "likely"
     else:
         words = "possibly"
-    return f"{words} ({probability:.0%})"
+    # Rounding must not claim certainty: 0.996 reads ">99%", never "100%".
+    percent = ">99%" if probability >= 0.995 else f"{probability:.0%}"
+    return f"{words} ({percent})"

@@ -331,3 +331,25 @@ def test_the_plan_counts_the_corrections_and_the_next_run_trains_with_them(
     assert [c.as_tuple() for c in applied.applied] == [("blue/red_00.png", "blue", "red")]
     assert runs.read_plan(run_dir).corrections["relabelled"] == 1
     assert snapshot(folder) == before
+
+
+def test_the_search_uses_the_folders_run_else_the_plan_else_the_offline_model(trained, tmp_path, tiny_bit):
+    from app.pages.label_issues_panel import FALLBACK_MODEL, choose_search
+    from bit_engine.config import TrainConfig
+
+    folder, _moved, run = trained
+    config, source = choose_search(str(folder), str(run), None)
+    assert (config.model, config.resolution) == (
+        "EfficientNet-Lite0",
+        32,
+    )  # the run's: its features are cached
+    assert source == f"the features of EfficientNet-Lite0 kept from the run {run.name}"
+
+    other = make_color_folder(tmp_path / "other", per_class=4)
+    plan = TrainConfig(str(other), model=tiny_bit, device="cpu")
+    config, source = choose_search(str(other), str(run), plan)  # the run is of another folder
+    assert (config.model, config.device, source) == (tiny_bit, "cpu", f"{tiny_bit}, the model of your plan")
+
+    missing = plan.replace(model="BiT-M-R50x1")  # weights not on this machine: not downloaded for a check
+    config, source = choose_search(str(other), None, missing)
+    assert config.model == FALLBACK_MODEL and "works offline" in source

@@ -34,7 +34,6 @@ from PySide6.QtWidgets import (
     QSizePolicy,
     QSplitter,
     QStackedWidget,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -160,9 +159,9 @@ class IssueRow(QWidget):
             f"Record that this photo is a {issue.suggested}; the file stays where it is."
         )
         self.move_button.clicked.connect(lambda: self.correctionAsked.emit(issue.path, issue.suggested))
-        self.other_button = _named(QToolButton(self), "belongsToButton", f"{name} belongs to another class")
-        self.other_button.setText("Belongs to…")
-        self.other_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.other_button = _named(
+            QPushButton("Belongs to…", self), "belongsToButton", f"{name} belongs to another class"
+        )
         menu = QMenu(self.other_button)
         for label in classes:
             if label not in (issue.given, issue.suggested):

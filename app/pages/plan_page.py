@@ -514,10 +514,10 @@ class PlanPage(QWidget):
         elif config.corrections:
             _, applied = apply_corrections(self._report, from_config(config.corrections))
             n = len(applied.applied)
-            text = (
-                f"{n} label correction{'' if n == 1 else 's'} will be applied "
-                f"({applied.relabelled} moved to another class, {applied.left_out} left out)"
-            )
+            parts = [f"{applied.relabelled} moved to another class"] if applied.relabelled else []
+            parts += [f"{applied.left_out} left out"] if applied.left_out else []
+            text = f"{n} label correction{'' if n == 1 else 's'} will be applied"
+            text += f" ({', '.join(parts)})" if parts else ""
             if applied.not_applied:
                 m = len(applied.not_applied)
                 text += f"; {m} cannot be ({applied.not_applied[0][1]}{', …' if m > 1 else ''})"

@@ -38,7 +38,6 @@ from PySide6.QtWidgets import (
     QStyle,
     QStyledItemDelegate,
     QStyleOptionViewItem,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -353,16 +352,15 @@ class PhotoDetail(QFrame):
 
     def _build_corrections(self) -> QWidget:
         box = QWidget(self)
-        row = QHBoxLayout(box)
-        row.setContentsMargins(0, 0, 0, 0)
-        self.belongs_button = QToolButton(box)
+        layout = QVBoxLayout(box)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        self.belongs_button = QPushButton("This photo belongs to…", box)
         self.belongs_button.setObjectName("belongsToClassButton")
         self.belongs_button.setAccessibleName("This photo belongs to another class")
-        self.belongs_button.setText("This photo belongs to…")
         self.belongs_button.setToolTip(
             "Record its right class: the next run trains with it. The file stays where it is."
         )
-        self.belongs_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         self.belongs_button.setMenu(QMenu(self.belongs_button))
         self.leave_button = QPushButton("Leave it out", box)
         self.leave_button.setObjectName("leaveOutPhotoButton")
@@ -371,6 +369,10 @@ class PhotoDetail(QFrame):
             "The next run trains and validates without it. The file stays where it is."
         )
         self.leave_button.clicked.connect(lambda: self.item and self.correctionAsked.emit(self.item, None))
+        actions = QHBoxLayout()
+        actions.addWidget(self.belongs_button)
+        actions.addWidget(self.leave_button)
+        actions.addStretch(1)
         self.correction_label = QLabel(box)
         self.correction_label.setObjectName("photoCorrectionLabel")
         self.correction_label.setAccessibleName("The label correction of this photo")
@@ -381,10 +383,11 @@ class PhotoDetail(QFrame):
         self.undo_button.setObjectName("undoPhotoCorrectionButton")
         self.undo_button.setAccessibleName("Undo the label correction of this photo")
         self.undo_button.clicked.connect(lambda: self.item and self.undoAsked.emit(self.item))
-        row.addWidget(self.belongs_button)
-        row.addWidget(self.leave_button)
-        row.addWidget(self.correction_label, 1)
-        row.addWidget(self.undo_button)
+        recorded = QHBoxLayout()
+        recorded.addWidget(self.correction_label, 1)
+        recorded.addWidget(self.undo_button)
+        layout.addLayout(actions)
+        layout.addLayout(recorded)
         box.setVisible(False)
         return box
 
