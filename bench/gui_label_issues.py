@@ -12,11 +12,14 @@ moved into another class's folder; the found/planted counts are printed too.
 
     python bench/gui_label_issues.py [--per-class 60]
 
-Measured on the shared 2-core test machine (busy with other work), 240 photos, 12 planted:
-first search 43.6 s, longest stall 792 ms, 11 stalls over 50 ms in 3,453 ticks (the first use of the search
-imports onnxruntime and turns the backbone into an ONNX graph on the worker thread, holding the GIL at times);
-second search 3.5 s, longest stall 30 ms, none over 50 ms (idle over the same time: longest 18 ms). Both found
-12 photos, 11 of them planted.
+Measured on the shared 2-core test machine (busy with other work), 240 photos, 12 planted, until every row
+is listed: first search 29.9 s, longest stall 486 ms, 9 stalls over 50 ms in 2,494 ticks; second search 2.0 s,
+longest stall 23 ms, none over 50 ms (idle over the same time: longest 11 ms). Both found 12 photos, 11 of
+them planted. A probe of when the first search's stalls come (progress phases beside the stalls) put them
+before the scan starts (the search's modules, onnxruntime among them, imported on the worker thread), early
+in the features phase (the backbone exported to ONNX), and one as the list appears; the cached search has
+none of these. Building every row in one go froze the window for about 15 ms a row, so rows are built a few
+per turn of the event loop.
 """
 
 from __future__ import annotations
@@ -73,7 +76,13 @@ def main(argv: list[str] | None = None) -> int:
             probe.start()
             started = time.monotonic()
             panel.find_issues()
-            _wait(app, lambda: not panel.is_searching())
+            # Until every row is listed: the rows are built on the GUI thread, a few per turn of the loop.
+            _wait(
+                app,
+                lambda: (
+                    not panel.is_searching() and len(panel.issue_rows()) == len(panel.issue_report.issues)
+                ),
+            )
             seconds = time.monotonic() - started
             probe.stop()
             found = {i.path for i in panel.issue_report.issues}

@@ -87,9 +87,10 @@ def _panel(window) -> LabelIssuesPanel:
 
 
 def _find(qtbot, panel: LabelIssuesPanel):
-    with qtbot.waitSignal(panel.searchEnded, timeout=120_000):
+    with qtbot.waitSignals([panel.searchEnded, panel.issuesShown], timeout=120_000):
         panel.find_button.click()
     assert panel.issue_report is not None, panel.summary.text()
+    assert len(panel.issue_rows()) == len(panel.issue_report.issues)  # every row built
     return panel.issue_report
 
 
