@@ -189,7 +189,6 @@ class CompareView(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.runs: list[ComparedRun] = []
-        self._paths: list[str] = []
         self._requests: list[dict] = []  # baselines asked for and not finished yet (their settings)
         self._workers: list[Worker] = []
 
@@ -287,9 +286,8 @@ class CompareView(QWidget):
     # Showing runs -----------------------------------------------------------------------------------------
     def compare(self, paths: list[str]) -> None:
         """Read the runs in `paths` (on a worker thread) and show them side by side."""
-        self._paths = [str(p) for p in paths]
         self.subtitle.setText("Reading the runs…")
-        worker = self._start(Worker(_load(self._paths), self, name="compare runs"))
+        worker = self._start(Worker(_load([str(p) for p in paths]), self, name="compare runs"))
         worker.succeeded.connect(self._on_loaded)
 
     def _on_loaded(self, loaded) -> None:
@@ -461,7 +459,6 @@ class CompareView(QWidget):
             self.runs[known[0]] = run
         elif requested and comparison_problem([r.data_dir for r in self.runs] + [run.data_dir]) is None:
             self.runs.append(run)
-            self._paths.append(str(run.path))
         else:
             return
         self._show(self.runs)
