@@ -22,6 +22,7 @@ from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -31,6 +32,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSplitter,
     QStackedWidget,
@@ -377,12 +379,21 @@ class LabelIssuesPanel(QWidget):
         splitter.setStretchFactor(1, 2)
         splitter.setSizes([600, 400])
 
-        layout = QVBoxLayout(self)
+        content = QWidget()
+        layout = QVBoxLayout(content)
         layout.setContentsMargins(0, 6, 0, 0)
         layout.addLayout(top)
         layout.addWidget(self.busy)
         layout.addWidget(self.summary)
         layout.addWidget(splitter, 1)
+        # Scrolls in a small window instead of making the whole Data step (and so the window) taller.
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
         self._set_folder(None)
 
@@ -436,19 +447,6 @@ class LabelIssuesPanel(QWidget):
         """The rows built so far, in order (for tests and automation; `issuesShown` says when a search's
         first rows are all built)."""
         return [self.issue_list.itemWidget(self.issue_list.item(i)) for i in range(self.issue_list.count())]
-
-    def corrections(self) -> tuple:
-        """The corrections kept for the folder (empty when none, or the store cannot be read)."""
-        from bit_engine.errors import BitStudioError
-
-        if self.folder is None:
-            return ()
-        from bit_engine.corrections import CorrectionStore
-
-        try:
-            return CorrectionStore(self.folder).corrections()
-        except BitStudioError:
-            return ()
 
     def refresh_corrections(self) -> None:
         """Read the folder's corrections again: the list, its header and the rows' state."""
