@@ -354,3 +354,23 @@ def test_the_search_uses_the_folders_run_else_the_plan_else_the_offline_model(tr
     missing = plan.replace(model="BiT-M-R50x1")  # weights not on this machine: not downloaded for a check
     config, source = choose_search(str(other), None, missing)
     assert config.model == FALLBACK_MODEL and "works offline" in source
+
+
+def test_a_photo_corrected_to_the_wrong_class_is_listed_again_against_its_folder(qtbot, data_window, trained):
+    from app import label_corrections
+    from bit_engine.corrections import Correction, CorrectionStore
+
+    folder, _moved, _run = trained
+    panel = _panel(data_window)
+    # A red photo in the blue folder, "corrected" to green by mistake: the search judges the green label.
+    label_corrections.correct(str(folder), "blue/red_00.png", "blue", "green")
+    data_window.state.corrections_changed(str(folder))
+    report = _find(qtbot, panel)
+    assert report.corrections == 1
+    row = next(r for r in panel.issue_rows() if r.issue.path == "blue/red_00.png")
+    assert row.detail.text().startswith("In the folder blue, corrected to green · looks like red")
+    assert row.move_button.isVisible() and row.move_button.text() == "Move to red"
+    row.move_button.click()
+    # Made against the folder's label, replacing the earlier one (which Undo in the list takes back).
+    assert CorrectionStore(folder).corrections() == (Correction("blue/red_00.png", "blue", "red"),)
+    assert "Moved to red" in row.outcome.text()

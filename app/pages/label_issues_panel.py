@@ -132,9 +132,16 @@ class IssueRow(QWidget):
     correctionAsked = Signal(str, object)
     undoAsked = Signal(str)
 
-    def __init__(self, issue, classes, parent: QWidget | None = None):
+    def __init__(self, issue, classes, judged=None, parent: QWidget | None = None):
         super().__init__(parent)
         self.issue = issue
+        # The search judged a photo corrected earlier by its corrected label (issue.given); `judged` is that
+        # correction, and the photo's folder says another label.
+        self.judged = judged
+        folder_label = judged.given if judged is not None else issue.given
+        where = f"In the folder {folder_label}"
+        if folder_label != issue.given:
+            where += f", corrected to {issue.given}"
         name = Path(issue.path).name
         self.thumb = QLabel(self)
         self.thumb.setFixedSize(ROW_THUMB, ROW_THUMB)
@@ -147,8 +154,7 @@ class IssueRow(QWidget):
         self.title.setFont(font)
         self.title.setToolTip(issue.path)
         self.detail = QLabel(
-            f"In the folder {issue.given} · looks like {issue.suggested}: "
-            f"{label_corrections.how_sure(issue.confidence)}",
+            f"{where} · looks like {issue.suggested}: {label_corrections.how_sure(issue.confidence)}",
             self,
         )
         self.detail.setTextFormat(Qt.TextFormat.PlainText)
@@ -157,7 +163,12 @@ class IssueRow(QWidget):
             f"{issue.given_probability:.0%}, judging this photo without having seen its label."
         )
         self.move_button = _named(
-            QPushButton(f"Move to {issue.suggested}", self),
+            QPushButton(
+                f"Back to {folder_label}"
+                if issue.suggested == folder_label
+                else f"Move to {issue.suggested}",
+                self,
+            ),
             "moveButton",
             f"Move {name} to {issue.suggested}",
         )
@@ -214,8 +225,8 @@ class IssueRow(QWidget):
         )
 
     def show_correction(self, correction) -> None:
-        """Offer the actions, or say what was recorded (with Undo)."""
-        done = correction is not None
+        """Offer the actions, or say what was recorded since the search (with Undo)."""
+        done = correction is not None and correction != self.judged
         for w in (self.move_button, self.leave_button):
             w.setVisible(not done)
         self.other_button.setVisible(not done and not self.other_button.menu().isEmpty())
@@ -609,7 +620,7 @@ class LabelIssuesPanel(QWidget):
         report = self.issue_report
         batch, self._pending = self._pending[:ROWS_PER_TICK], self._pending[ROWS_PER_TICK:]
         for issue in batch if report is not None else ():
-            row = IssueRow(issue, report.classes, self.issue_list)
+            row = IssueRow(issue, report.classes, self._by_path.get(issue.path), self.issue_list)
             row.correctionAsked.connect(self._on_row_correction)
             row.undoAsked.connect(self._on_row_undo)
             row.show_correction(self._by_path.get(issue.path))
