@@ -374,3 +374,18 @@ def test_a_photo_corrected_to_the_wrong_class_is_listed_again_against_its_folder
     # Made against the folder's label, replacing the earlier one (which Undo in the list takes back).
     assert CorrectionStore(folder).corrections() == (Correction("blue/red_00.png", "blue", "red"),)
     assert "Moved to red" in row.outcome.text()
+
+
+def test_photos_of_another_evaluated_folder_offer_no_correction(qtbot, evaluate_page, trained, tmp_path):
+    from gui_runs import make_confusing_folder
+
+    _folder, _moved, run = trained
+    page = evaluate_page
+    with qtbot.waitSignal(page.evaluationShown, timeout=30_000):
+        page.load_run(str(run))
+    with qtbot.waitSignal(page.evaluationShown, timeout=60_000):
+        page.evaluate_folder(str(make_confusing_folder(tmp_path / "test-set")))
+    confusion = page.evaluation.report["confusion"]
+    page.show_cell(*next((t, p) for t, row in enumerate(confusion) for p, n in enumerate(row) if n))
+    page.gallery.itemChosen.emit(page.gallery.gallery_model.item(0))
+    assert not page.detail.corrections.isVisible()  # a test set's photos are not the run's training data
