@@ -176,8 +176,8 @@ def scratch_config(config: TrainConfig, plan: RunPlan) -> TrainConfig:
 
     The schedule is pinned to what the run's plan used (steps, batch, resolution, mixup, augmentation), so
     the HyperRule cannot choose differently for the scratch strategy; the learning rate, its warm-up and
-    its decay follow from the same steps, batch and number of images. The split, seed and number of
-    evaluations are the run's own, so both curves are measured on the same photos at the same steps.
+    its decay follow from the same steps, batch and number of images. The split, seed, label corrections and
+    number of evaluations are the run's own, so both curves are measured on the same photos at the same steps.
     """
     return config.replace(
         strategy="scratch",

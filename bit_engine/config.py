@@ -193,6 +193,8 @@ def _bad_correction(corrections) -> str:
             return (
                 f"A correction's new label must be a class name, or none to leave the photo out: {entry!r}."
             )
+        if corrected == given:
+            return f"A correction must change the label: {path} is labelled {given!r} already."
         parts = path.split("/")
         if path.startswith(("/", "\\")) or PureWindowsPath(path).drive or ".." in parts or "" in parts:
             return f"A correction's path must be relative to the data folder, '/'-separated: {path!r}."

@@ -9,8 +9,9 @@ on the corrected labels. Three pieces:
   the order they were made. `add`, `undo` (the last change), `remove` (one photo's correction: undo one by
   one, in any order), `corrections()`, `export_csv` / `import_csv`. Every write is atomic.
 - CSV files (`write_csv`, `read_csv`, `corrections_csv`): columns ``path, given_label, corrected_label,
-  action``; `action` is ``relabel`` or ``leave out`` (a leave-out has an empty corrected label, so a class
-  named "leave out" stays a class). A file of the first three columns reads too. Text cells are escaped
+  action``; `action` is ``relabel`` or ``leave out`` (a leave-out is written with an empty corrected label,
+  and an action of ``leave out`` wins over a label left in that cell; a class named "leave out" stays a
+  class). A file of the first three columns reads too. Text cells are escaped
   against spreadsheet formula injection and read back exactly. This is the file ``bit-studio train
   --corrections FILE`` takes and ``bit-studio label-issues --csv FILE`` writes.
 - `apply_corrections(report, corrections)`: the scan with labels changed and photos left out, and an
@@ -375,11 +376,8 @@ def read_csv(source: str | os.PathLike) -> tuple[Correction, ...]:
             raise CorrectionsError(
                 f"{name}, line {line}: the action must be {RELABEL!r} or {LEAVE_OUT!r}, not {cells['action']!r}."
             )
-        if action == LEAVE_OUT and corrected is not None:
-            raise CorrectionsError(
-                f"{name}, line {line}: a photo to leave out has no corrected label (found {corrected!r}); "
-                "empty the corrected_label cell, or make the action relabel."
-            )
+        if action == LEAVE_OUT:
+            corrected = None  # the action decides: a label left in the cell while editing is ignored
         if action == RELABEL and corrected is None:
             raise CorrectionsError(
                 f"{name}, line {line}: the corrected_label is empty; write the class it belongs to."

@@ -41,8 +41,10 @@ least likely) or by margin (p_j - p_i, largest first). Per-class thresholds, rat
 hard class (lower probabilities for all its photos) from flooding the list and an easy one from hiding its
 errors.
 
-Measured on scikit-learn's digits with 10% of the labels moved to another class (bench/label_issues.py,
-EfficientNet-Lite0 features): see that script's docstring for the figures.
+Measured on scikit-learn's digits with 10% of the training photos moved to another digit's folder
+(bench/label_issues.py, EfficientNet-Lite0 features, 5 folds, means of 3 seeds): precision 81% and recall
+71% at 64 px, 76% and 67% at the head strategy's 224 px; the suggestion was the true digit for 96-100% of
+the moved photos found. That script's docstring has the rest (what correcting them does to a run).
 """
 
 from __future__ import annotations

@@ -148,6 +148,11 @@ def test_a_three_column_csv_from_a_spreadsheet_reads_too(tmp_path):
         Correction("green/green_01.png", "green", None),
         Correction("red/red_00.png", "red", "green"),
     )
+    # Turning a row into a leave-out while editing: the action decides, whatever the label cell still says.
+    path.write_text(
+        "path,given_label,corrected_label,action\nred/a.png,red,blue,Leave out\n", encoding="utf-8"
+    )
+    assert read_csv(path) == (Correction("red/a.png", "red", None),)
 
 
 @pytest.mark.parametrize(
@@ -160,10 +165,6 @@ def test_a_three_column_csv_from_a_spreadsheet_reads_too(tmp_path):
             r"not a corrections file: its first line must name the columns path, given_label",
         ),
         ("path,given_label,corrected_label\n../x.png,red,blue\n", "line 2: The photo path"),
-        (
-            "path,given_label,corrected_label,action\nred/a.png,red,blue,leave out\n",
-            "line 2: a photo to leave out",
-        ),
         (
             "path,given_label,corrected_label,action\nred/a.png,red,,relabel\n",
             "line 2: the corrected_label is empty",
@@ -231,6 +232,10 @@ def test_config_carries_corrections_through_json_and_refuses_bad_ones():
     problems = TrainConfig.check(data_dir="x", corrections=[("../a.png", "red", "blue")])
     assert "relative to the data folder" in problems["corrections"]
     assert "corrections" in TrainConfig.check(data_dir="x", corrections="red/a.png")
+    assert (
+        "must change the label"
+        in TrainConfig.check(data_dir="x", corrections=[("a.png", "red", "red")])["corrections"]
+    )
 
 
 def test_prepare_applies_the_configs_corrections_and_with_config_reapplies_without_a_rescan(

@@ -188,6 +188,33 @@ def test_the_scratch_button_asks_the_train_step_for_the_same_schedule(
     assert not button.isEnabled() and "is training in the Train step" in view.baseline_label.text()
 
 
+def test_a_baseline_that_ends_joins_the_comparison_and_other_runs_do_not(
+    window, qtbot, flower_runs, monkeypatch, tmp_path
+):
+    page = _open_runs(window, qtbot)
+    view = _compare(page, qtbot, ["run-transfer"])
+    monkeypatch.setattr(window.pages["train"], "start", lambda config: None)
+    view.scratch_button.click()
+
+    # Another run ending (another folder, not asked for) changes nothing.
+    other = make_run("run-other", tmp_path / "birds", "done", 20, accuracy=0.5, strategy="scratch")
+    page.run_ended(str(other))
+    qtbot.wait(300)
+    assert view.model.rowCount() == 1
+
+    # The baseline, cancelled half way: it joins, unfinished, and the button says how to finish it.
+    settings = {"total": 20, "batch": 64, "resolution": 128, "strategy": "scratch", "top1": _scratch_top1}
+    baseline = make_run("run-baseline", tmp_path / "flowers", "cancelled", 10, **settings)
+    with qtbot.waitSignal(view.compared, timeout=10_000):
+        page.run_ended(str(baseline))
+    assert [row[0] for row in _cells(view)] == ["run-transfer", "run-baseline"]
+    assert _cells(view)[1][3] == "10 of 20" and _cells(view)[1][7] == "not finished"
+    assert view.legend_names()[1] == "BiT-M-R50x1 · From scratch (not finished)"
+    assert "has not finished (step 10 of 20)" in view.summary_text()
+    assert "stopped at step 10 of 20: resume it from the run list" in view.baseline_label.text()
+    assert not view.scratch_button.isEnabled()
+
+
 @pytest.mark.slow
 def test_the_baseline_trains_in_a_child_process_and_joins_the_comparison(window, qtbot, tmp_path):
     from conftest import make_color_folder

@@ -87,9 +87,10 @@ def _panel(window) -> LabelIssuesPanel:
 
 
 def _find(qtbot, panel: LabelIssuesPanel):
-    with qtbot.waitSignal(panel.searchEnded, timeout=120_000):
+    with qtbot.waitSignals([panel.searchEnded, panel.issuesShown], timeout=120_000):
         panel.find_button.click()
     assert panel.issue_report is not None, panel.summary.text()
+    assert len(panel.issue_rows()) == len(panel.issue_report.issues)  # every row built
     return panel.issue_report
 
 
@@ -353,3 +354,38 @@ def test_the_search_uses_the_folders_run_else_the_plan_else_the_offline_model(tr
     missing = plan.replace(model="BiT-M-R50x1")  # weights not on this machine: not downloaded for a check
     config, source = choose_search(str(other), None, missing)
     assert config.model == FALLBACK_MODEL and "works offline" in source
+
+
+def test_a_photo_corrected_to_the_wrong_class_is_listed_again_against_its_folder(qtbot, data_window, trained):
+    from app import label_corrections
+    from bit_engine.corrections import Correction, CorrectionStore
+
+    folder, _moved, _run = trained
+    panel = _panel(data_window)
+    # A red photo in the blue folder, "corrected" to green by mistake: the search judges the green label.
+    label_corrections.correct(str(folder), "blue/red_00.png", "blue", "green")
+    data_window.state.corrections_changed(str(folder))
+    report = _find(qtbot, panel)
+    assert report.corrections == 1
+    row = next(r for r in panel.issue_rows() if r.issue.path == "blue/red_00.png")
+    assert row.detail.text().startswith("In the folder blue, corrected to green · looks like red")
+    assert row.move_button.isVisible() and row.move_button.text() == "Move to red"
+    row.move_button.click()
+    # Made against the folder's label, replacing the earlier one (which Undo in the list takes back).
+    assert CorrectionStore(folder).corrections() == (Correction("blue/red_00.png", "blue", "red"),)
+    assert "Moved to red" in row.outcome.text()
+
+
+def test_photos_of_another_evaluated_folder_offer_no_correction(qtbot, evaluate_page, trained, tmp_path):
+    from gui_runs import make_confusing_folder
+
+    _folder, _moved, run = trained
+    page = evaluate_page
+    with qtbot.waitSignal(page.evaluationShown, timeout=30_000):
+        page.load_run(str(run))
+    with qtbot.waitSignal(page.evaluationShown, timeout=60_000):
+        page.evaluate_folder(str(make_confusing_folder(tmp_path / "test-set")))
+    confusion = page.evaluation.report["confusion"]
+    page.show_cell(*next((t, p) for t, row in enumerate(confusion) for p, n in enumerate(row) if n))
+    page.gallery.itemChosen.emit(page.gallery.gallery_model.item(0))
+    assert not page.detail.corrections.isVisible()  # a test set's photos are not the run's training data

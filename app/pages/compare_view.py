@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyqtgraph as pg
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 
 from app import errors_view
 from app.widgets.naming import named
+from app.widgets.row_table import RowTableModel
 from app.workers import Worker
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ def _duration(seconds: float) -> str:
     return format_duration(seconds) if seconds > 0 else "—"
 
 
-class CompareTableModel(QAbstractTableModel):
+class CompareTableModel(RowTableModel):
     """The compared runs' figures, one row per run, its curve's colour beside its name."""
 
     COLUMNS = (
@@ -92,29 +93,16 @@ class CompareTableModel(QAbstractTableModel):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.runs: list[ComparedRun] = []
         self.colours: list[QColor] = []
 
     def set_runs(self, runs: list, colours: list[QColor]) -> None:
-        self.beginResetModel()
-        self.runs, self.colours = list(runs), list(colours)
-        self.endResetModel()
-
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.runs)
-
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.COLUMNS[section]
-        return None
+        self.colours = list(colours)
+        self.set_rows(runs)
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
-        r = self.runs[index.row()]
+        r = self.rows[index.row()]
         column = index.column()
         if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.AccessibleTextRole):
             return self.text(r, column)
@@ -189,7 +177,6 @@ class CompareView(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.runs: list[ComparedRun] = []
-        self._paths: list[str] = []
         self._requests: list[dict] = []  # baselines asked for and not finished yet (their settings)
         self._workers: list[Worker] = []
 
@@ -287,9 +274,8 @@ class CompareView(QWidget):
     # Showing runs -----------------------------------------------------------------------------------------
     def compare(self, paths: list[str]) -> None:
         """Read the runs in `paths` (on a worker thread) and show them side by side."""
-        self._paths = [str(p) for p in paths]
         self.subtitle.setText("Reading the runs…")
-        worker = self._start(Worker(_load(self._paths), self, name="compare runs"))
+        worker = self._start(Worker(_load([str(p) for p in paths]), self, name="compare runs"))
         worker.succeeded.connect(self._on_loaded)
 
     def _on_loaded(self, loaded) -> None:
@@ -461,7 +447,6 @@ class CompareView(QWidget):
             self.runs[known[0]] = run
         elif requested and comparison_problem([r.data_dir for r in self.runs] + [run.data_dir]) is None:
             self.runs.append(run)
-            self._paths.append(str(run.path))
         else:
             return
         self._show(self.runs)

@@ -17,11 +17,12 @@ import html
 import os
 from pathlib import Path
 
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -31,6 +32,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSplitter,
     QStackedWidget,
@@ -50,6 +52,10 @@ FALLBACK_MODEL = "EfficientNet-Lite0"
 
 #: Rows built at once; the rest come with "Show more" (each row is a few widgets).
 ROWS_AT_ONCE = 100
+
+#: Rows built per turn of the event loop: a row is a few widgets (about 15 ms on a busy 2-core machine),
+#: and a hundred built in one go would freeze the window for a second or two.
+ROWS_PER_TICK = 3
 
 #: Thumbnail side in the lists, in pixels.
 ROW_THUMB = 56
@@ -126,9 +132,16 @@ class IssueRow(QWidget):
     correctionAsked = Signal(str, object)
     undoAsked = Signal(str)
 
-    def __init__(self, issue, classes, parent: QWidget | None = None):
+    def __init__(self, issue, classes, judged=None, parent: QWidget | None = None):
         super().__init__(parent)
         self.issue = issue
+        # The search judged a photo corrected earlier by its corrected label (issue.given); `judged` is that
+        # correction, and the photo's folder says another label.
+        self.judged = judged
+        folder_label = judged.given if judged is not None else issue.given
+        where = f"In the folder {folder_label}"
+        if folder_label != issue.given:
+            where += f", corrected to {issue.given}"
         name = Path(issue.path).name
         self.thumb = QLabel(self)
         self.thumb.setFixedSize(ROW_THUMB, ROW_THUMB)
@@ -141,8 +154,7 @@ class IssueRow(QWidget):
         self.title.setFont(font)
         self.title.setToolTip(issue.path)
         self.detail = QLabel(
-            f"In the folder {issue.given} · looks like {issue.suggested}: "
-            f"{label_corrections.how_sure(issue.confidence)}",
+            f"{where} · looks like {issue.suggested}: {label_corrections.how_sure(issue.confidence)}",
             self,
         )
         self.detail.setTextFormat(Qt.TextFormat.PlainText)
@@ -151,7 +163,12 @@ class IssueRow(QWidget):
             f"{issue.given_probability:.0%}, judging this photo without having seen its label."
         )
         self.move_button = _named(
-            QPushButton(f"Move to {issue.suggested}", self),
+            QPushButton(
+                f"Back to {folder_label}"
+                if issue.suggested == folder_label
+                else f"Move to {issue.suggested}",
+                self,
+            ),
             "moveButton",
             f"Move {name} to {issue.suggested}",
         )
@@ -208,8 +225,8 @@ class IssueRow(QWidget):
         )
 
     def show_correction(self, correction) -> None:
-        """Offer the actions, or say what was recorded (with Undo)."""
-        done = correction is not None
+        """Offer the actions, or say what was recorded since the search (with Undo)."""
+        done = correction is not None and correction != self.judged
         for w in (self.move_button, self.leave_button):
             w.setVisible(not done)
         self.other_button.setVisible(not done and not self.other_button.menu().isEmpty())
@@ -224,7 +241,7 @@ class LabelIssuesPanel(QWidget):
     """Photos that may be in the wrong folder (found on request) and the corrections kept for the folder.
 
     Signals:
-        issuesShown(object): a search ended and its `LabelIssueReport` is listed.
+        issuesShown(object): a search ended and its `LabelIssueReport` is listed (its first rows built).
         searchEnded(): a search ended, however (found, failed or cancelled).
     """
 
@@ -240,6 +257,12 @@ class LabelIssuesPanel(QWidget):
         self._old: list[Worker] = []  # superseded searches, cancelled, waited for at shutdown
         self._rows: dict[str, IssueRow] = {}
         self._shown = 0
+        self._pending: list = []  # issues whose rows are still to be built
+        self._announce = False  # issuesShown is due once the pending rows are built
+        self._by_path: dict = {}  # the corrections in force, by photo
+        self._build_timer = QTimer(self)
+        self._build_timer.setInterval(0)
+        self._build_timer.timeout.connect(self._build_some)
         self._thumbs: dict[str, QPixmap] = {}
         self.thumbnails = ThumbnailLoader(size=ROW_THUMB * 2, threads=1, parent=self)
         self.thumbnails.loaded.connect(self._on_thumbnail)
@@ -367,12 +390,21 @@ class LabelIssuesPanel(QWidget):
         splitter.setStretchFactor(1, 2)
         splitter.setSizes([600, 400])
 
-        layout = QVBoxLayout(self)
+        content = QWidget()
+        layout = QVBoxLayout(content)
         layout.setContentsMargins(0, 6, 0, 0)
         layout.addLayout(top)
         layout.addWidget(self.busy)
         layout.addWidget(self.summary)
         layout.addWidget(splitter, 1)
+        # Scrolls in a small window instead of making the whole Data step (and so the window) taller.
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
         self._set_folder(None)
 
@@ -423,21 +455,9 @@ class LabelIssuesPanel(QWidget):
         return self._search is not None
 
     def issue_rows(self) -> list[IssueRow]:
-        """The rows shown, in order (for tests and automation)."""
+        """The rows built so far, in order (for tests and automation; `issuesShown` says when a search's
+        first rows are all built)."""
         return [self.issue_list.itemWidget(self.issue_list.item(i)) for i in range(self.issue_list.count())]
-
-    def corrections(self) -> tuple:
-        """The corrections kept for the folder (empty when none, or the store cannot be read)."""
-        from bit_engine.errors import BitStudioError
-
-        if self.folder is None:
-            return ()
-        from bit_engine.corrections import CorrectionStore
-
-        try:
-            return CorrectionStore(self.folder).corrections()
-        except BitStudioError:
-            return ()
 
     def refresh_corrections(self) -> None:
         """Read the folder's corrections again: the list, its header and the rows' state."""
@@ -453,7 +473,7 @@ class LabelIssuesPanel(QWidget):
             except BitStudioError as exc:
                 problem = str(exc)
         self.count_label.setText(problem or label_corrections.count_sentence(len(found)))
-        by_path = {c.path: c for c in found}
+        by_path = self._by_path = {c.path: c for c in found}
         for c in found:
             what = "left out" if c.corrected is None else f"{c.given} → {c.corrected}"
             item = QListWidgetItem(f"{c.path}\n{what}")
@@ -491,6 +511,7 @@ class LabelIssuesPanel(QWidget):
         return CorrectionStore(self.folder).export_csv(destination)
 
     def shutdown(self) -> None:
+        self._build_timer.stop()
         workers = [w for w in (self._search, *self._old) if w is not None]
         for w in workers:
             w.cancel()
@@ -506,6 +527,9 @@ class LabelIssuesPanel(QWidget):
         self._rows = {}
         self._thumbs = {}
         self.thumbnails.clear()
+        self._build_timer.stop()
+        self._pending = []
+        self._announce = False
         self.issue_list.clear()
         self.issue_views.setCurrentIndex(0)
         self.more_button.setVisible(False)
@@ -575,18 +599,31 @@ class LabelIssuesPanel(QWidget):
         self.issue_views.setCurrentIndex(1 if n else 0)
         if not n:
             self.placeholder.setText("Nothing to review: every photo looks like the class of its folder.")
-        self._show_more()
         self.refresh_corrections()
+        self._announce = True
+        self._show_more()
 
     def _show_more(self) -> None:
+        """Queue the next rows (built a few per turn of the event loop, so the window stays responsive)."""
         report = self.issue_report
         if report is None:
             return
         end = min(len(report.issues), self._shown + ROWS_AT_ONCE)
-        for issue in report.issues[self._shown : end]:
-            row = IssueRow(issue, report.classes, self.issue_list)
+        self._pending.extend(report.issues[self._shown : end])
+        self._shown = end
+        left = len(report.issues) - end
+        self.more_button.setText(f"Show {min(left, ROWS_AT_ONCE)} more (of {left})")
+        self.more_button.setVisible(left > 0)
+        self._build_timer.start()
+
+    def _build_some(self) -> None:
+        report = self.issue_report
+        batch, self._pending = self._pending[:ROWS_PER_TICK], self._pending[ROWS_PER_TICK:]
+        for issue in batch if report is not None else ():
+            row = IssueRow(issue, report.classes, self._by_path.get(issue.path), self.issue_list)
             row.correctionAsked.connect(self._on_row_correction)
             row.undoAsked.connect(self._on_row_undo)
+            row.show_correction(self._by_path.get(issue.path))
             item = QListWidgetItem()
             # Read by screen readers and tests; the row widget paints over the item.
             item.setData(
@@ -602,10 +639,11 @@ class LabelIssuesPanel(QWidget):
                 row.set_thumbnail(self._thumbs[path])
             else:
                 self.thumbnails.request(path)
-        self._shown = end
-        left = len(report.issues) - end
-        self.more_button.setText(f"Show {min(left, ROWS_AT_ONCE)} more (of {left})")
-        self.more_button.setVisible(left > 0)
+        if not self._pending:
+            self._build_timer.stop()
+            if self._announce and report is not None:
+                self._announce = False
+                self.issuesShown.emit(report)
 
     # ------------------------------------------------------------------------------------------ slots
 
@@ -652,7 +690,6 @@ class LabelIssuesPanel(QWidget):
     def _on_found(self, result) -> None:
         report, source = result
         self._show_issues(report, source)
-        self.issuesShown.emit(report)
 
     def _on_failed(self, exc: BaseException) -> None:
         self.summary.setText(f"The check could not run: {html.escape(user_message(exc), quote=False)}")

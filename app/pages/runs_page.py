@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import (
-    QAbstractTableModel,
     QModelIndex,
     QPersistentModelIndex,
     QSortFilterProxyModel,
@@ -36,6 +35,7 @@ from app import errors_view
 from app.pages.compare_view import CompareView
 from app.state import AppState
 from app.widgets.charts import TrainingCharts
+from app.widgets.row_table import RowTableModel
 from app.workers import Worker
 
 #: Status words, and whether such a run can be resumed.
@@ -52,44 +52,21 @@ _STRATEGY_WORDS = {"full": "Fine-tune", "head": "Head only", "scratch": "From sc
 _SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
-class RunsTableModel(QAbstractTableModel):
+class RunsTableModel(RowTableModel):
     """The run list: one row per `bit_engine.runs.RunSummary`, newest first."""
 
     COLUMNS = ("Run", "Data folder", "Model", "Strategy", "Status", "Accuracy", "Date")
 
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.runs: list = []
-
-    def set_runs(self, runs: list) -> None:
-        self.beginResetModel()
-        self.runs = list(runs)
-        self.endResetModel()
-
-    def run_at(self, row: int):
-        return self.runs[row] if 0 <= row < len(self.runs) else None
-
     def row_of(self, path: str) -> int:
-        for i, r in enumerate(self.runs):
+        for i, r in enumerate(self.rows):
             if str(r.path) == str(path):
                 return i
         return -1
 
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.runs)
-
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.COLUMNS[section]
-        return None
-
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
-        r = self.runs[index.row()]
+        r = self.rows[index.row()]
         column = index.column()
         if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.AccessibleTextRole):
             return self._text(r, column)
@@ -316,7 +293,7 @@ class RunsPage(QWidget):
         worker.succeeded.connect(self._on_listed)
 
     def _on_listed(self, runs: list) -> None:
-        self.model.set_runs(runs)
+        self.model.set_rows(runs)
         self._update_compare()
         self.empty_label.setVisible(not runs)
         self.table.setVisible(bool(runs))
@@ -326,7 +303,7 @@ class RunsPage(QWidget):
             index = self.proxy.mapFromSource(self.model.index(row, 0))
             self.table.selectRow(index.row())
             self.table.setCurrentIndex(index)
-            self._open(str(self.model.run_at(row).path))
+            self._open(str(self.model.row_at(row).path))
         elif not runs:
             self._show_details(None)
         self.runsLoaded.emit(len(runs))
@@ -351,7 +328,7 @@ class RunsPage(QWidget):
 
     # The picked run ---------------------------------------------------------------------------------------
     def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
-        run = self.model.run_at(self.proxy.mapToSource(current).row()) if current.isValid() else None
+        run = self.model.row_at(self.proxy.mapToSource(current).row()) if current.isValid() else None
         if run is not None and (self._shown is None or self._shown[0] != str(run.path)):
             self._open(str(run.path))
 
@@ -406,7 +383,7 @@ class RunsPage(QWidget):
     def selected_runs(self) -> list:
         """The selected runs (`RunSummary`s), in the list's order."""
         rows = sorted(self.table.selectionModel().selectedRows(), key=lambda i: i.row())
-        picked = (self.model.run_at(self.proxy.mapToSource(i).row()) for i in rows)
+        picked = (self.model.row_at(self.proxy.mapToSource(i).row()) for i in rows)
         return [r for r in picked if r is not None]
 
     def _update_compare(self, *_args) -> None:

@@ -134,8 +134,9 @@ def _label_issues(args) -> int:
         _print(report, args.limit)
     if args.csv:
         print(
-            f"Wrote {len(report.issues)} suggested corrections to {printable(args.csv)}. Check them (delete the "
-            f"rows you disagree with), then:\n  bit-studio train {printable(args.data_dir)} --corrections "
+            f"Wrote {len(report.issues)} suggested corrections to {printable(args.csv)}. Check them: delete "
+            "the rows you disagree with, and where unsure write 'leave out' as the action (the photo is then "
+            f"left out of training). Then:\n  bit-studio train {printable(args.data_dir)} --corrections "
             f"{printable(args.csv)}",
             file=sys.stderr if args.json else sys.stdout,
         )
