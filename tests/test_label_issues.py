@@ -241,8 +241,4 @@ def test_a_run_with_the_found_corrections_scores_higher_than_the_run_without(tmp
     split = json.loads((as_is.run_dir / "split.json").read_text())
     held_out_moved = moved & {path for path, _label in split["val"]}
     assert held_out_moved, "the as-is run must hold out some of the moved photos for this comparison"
-    print(
-        f"moved {len(moved)}, held out {len(held_out_moved)}; accuracy as is {as_is.val_top1:.3f}, "
-        f"corrected {corrected.val_top1:.3f}"
-    )
     assert corrected.val_top1 > as_is.val_top1, (corrected.val_top1, as_is.val_top1)
