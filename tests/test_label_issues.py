@@ -214,3 +214,31 @@ def test_label_issues_command_lists_them_as_json_and_as_a_corrections_file(tmp_p
     code = main(["label-issues", str(tmp_path / "nowhere"), "--model", tiny_bit])
     _, err = capsys.readouterr()
     assert code == 2 and "error:" in err and "Traceback" not in err
+
+
+def test_a_run_with_the_found_corrections_scores_higher_than_the_run_without(tmp_path, tiny_bit):
+    # 10% of the photos in the wrong folder, in the training and the validation photos alike (the folder has
+    # no split of its own): the run on the folder as it is learns from wrong labels and is scored against
+    # them; the run with the search's corrections applied learns from and is scored against fixed labels.
+    folder = tmp_path / "colours"
+    moved = noisy_colour_folder(folder)
+    config = TrainConfig(
+        str(folder),
+        model=tiny_bit,
+        strategy="head",
+        resolution=32,
+        steps=40,
+        batch=16,
+        device="cpu",
+        workers=0,
+    )
+    fixes = find_label_issues(config).as_corrections()
+    assert len({c.path for c in fixes} & moved) >= 0.8 * len(moved)
+    as_is = fit(config, out=tmp_path / "as-is")
+    corrected = fit(
+        config.replace(corrections=tuple(c.as_tuple() for c in fixes)), out=tmp_path / "corrected"
+    )
+    split = json.loads((as_is.run_dir / "split.json").read_text())
+    held_out_moved = moved & {path for path, _label in split["val"]}
+    assert held_out_moved, "the as-is run must hold out some of the moved photos for this comparison"
+    assert corrected.val_top1 > as_is.val_top1, (corrected.val_top1, as_is.val_top1)
