@@ -144,6 +144,39 @@ class Worker(QObject):
         self.done.emit()
 
 
+class WorkerGroup:
+    """The workers one page has started: each let go when it is done, all stopped when the page shuts down."""
+
+    def __init__(self):
+        self._workers: set[Worker] = set()
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def track(self, worker: Worker) -> Worker:
+        """Keep `worker` until its `done` (started or not); returns it."""
+        self._workers.add(worker)
+        worker.done.connect(lambda: self._forget(worker))
+        return worker
+
+    def start(self, worker: Worker) -> Worker:
+        """Track `worker` and start it; returns it."""
+        self.track(worker).start()
+        return worker
+
+    def _forget(self, worker: Worker) -> None:
+        self._workers.discard(worker)
+        worker.deleteLater()
+
+    def shutdown(self, ms: int = 60_000) -> None:
+        """Cancel every worker, then wait for each thread to end (at most `ms` each)."""
+        workers = list(self._workers)
+        for worker in workers:
+            worker.cancel()
+        for worker in workers:
+            worker.wait(ms)
+
+
 def _is_user_error(exc: object) -> bool:
     from bit_engine.errors import BitStudioError
 

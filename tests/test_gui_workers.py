@@ -93,3 +93,30 @@ def test_a_worker_runs_once(qtbot):
         worker.start()
     with pytest.raises(RuntimeError):
         worker.start()
+
+
+def test_a_group_lets_finished_workers_go_and_stops_the_rest_on_shutdown(qtbot):
+    from app.workers import WorkerGroup
+
+    group = WorkerGroup()
+    quick = Worker(lambda on_progress, cancel: 1, name="quick")
+    with qtbot.waitSignal(quick.done, timeout=10_000):
+        group.start(quick)
+    qtbot.waitUntil(lambda: len(group) == 0, timeout=2_000)  # let go once done
+
+    started = threading.Event()
+
+    def until_cancelled(on_progress, cancel):
+        started.set()
+        while not cancel.wait(0.01):
+            pass
+        raise OperationCancelled("stopped")
+
+    slow = Worker(until_cancelled, name="slow")
+    cancelled = []
+    slow.cancelled.connect(lambda: cancelled.append(True))
+    group.start(slow)
+    assert started.wait(5) and len(group) == 1
+    group.shutdown(ms=5_000)
+    assert slow.wait(0)  # shutdown waited for the thread to end
+    qtbot.waitUntil(lambda: cancelled == [True] and len(group) == 0, timeout=2_000)

@@ -40,7 +40,7 @@ from PySide6.QtWidgets import (
 from app import errors_view
 from app.widgets.naming import named
 from app.widgets.row_table import RowTableModel
-from app.workers import Worker
+from app.workers import Worker, WorkerGroup
 
 if TYPE_CHECKING:
     from bit_engine.compare import ComparedRun
@@ -178,7 +178,7 @@ class CompareView(QWidget):
         super().__init__(parent)
         self.runs: list[ComparedRun] = []
         self._requests: list[dict] = []  # baselines asked for and not finished yet (their settings)
-        self._workers: list[Worker] = []
+        self._workers = WorkerGroup()
 
         self.back_button = named(QPushButton("← All runs"), "compareBackButton", "Back to the run list")
         self.back_button.clicked.connect(self.backRequested)
@@ -454,24 +454,15 @@ class CompareView(QWidget):
 
     # Workers ----------------------------------------------------------------------------------------------
     def _start(self, worker: Worker) -> Worker:
-        self._workers.append(worker)
         worker.failed.connect(self._on_failed)
-        worker.done.connect(lambda: self._forget(worker))
-        worker.start()
-        return worker
-
-    def _forget(self, worker: Worker) -> None:
-        self._workers.remove(worker)
-        worker.deleteLater()
+        return self._workers.start(worker)
 
     def _on_failed(self, exc) -> None:
         errors_view.record(exc, "Comparing runs")
         self.summary.setText(_escape(f"Could not read the runs: {exc}"))
 
     def shutdown(self) -> None:
-        for worker in list(self._workers):
-            worker.cancel()
-            worker.wait()
+        self._workers.shutdown()
 
 
 def _escape(text: str) -> str:

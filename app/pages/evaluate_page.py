@@ -49,7 +49,7 @@ from app.state import AppState
 from app.widgets.confusion_matrix import ConfusionMatrixModel, ConfusionMatrixView
 from app.widgets.mistake_gallery import GalleryItem, MistakeGallery, PhotoDetail
 from app.widgets.thumbnails import ThumbnailLoader
-from app.workers import Worker, user_message
+from app.workers import Worker, WorkerGroup, user_message
 
 #: Sort key of a metrics cell (numbers sort as numbers, not as "9.0%" < "10.0%").
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -266,7 +266,7 @@ class EvaluatePage(QWidget):
         self._run_dir: str | None = None
         self._models = _ModelCache()
         self._confidence_worker: Worker | None = None
-        self._workers: set[Worker] = set()
+        self._workers = WorkerGroup()
         self._evaluation_worker: Worker | None = None
         self._top_k_worker: Worker | None = None
         self._pending_photo: GalleryItem | None = None
@@ -504,10 +504,7 @@ class EvaluatePage(QWidget):
             self._start_top_k()
 
     def shutdown(self) -> None:
-        for worker in list(self._workers):
-            worker.cancel()
-        for worker in list(self._workers):
-            worker.wait(60_000)
+        self._workers.shutdown()
         self.export_panel.shutdown()
         self.thumbnails.shutdown()
         self.photos.shutdown()
@@ -668,19 +665,10 @@ class EvaluatePage(QWidget):
             self._refresh_marks()
 
     # ------------------------------------------------------------------------------------------ workers
-    def _track(self, worker: Worker) -> Worker:
-        self._workers.add(worker)
-        worker.done.connect(lambda w=worker: self._forget(w))
-        return worker
-
-    def _forget(self, worker: Worker) -> None:
-        self._workers.discard(worker)
-        worker.deleteLater()
-
     def _start_evaluation(self, call, counting: bool) -> None:
         if self._evaluation_worker is not None:
             self._evaluation_worker.cancel()
-        worker = self._track(Worker(call, self, "evaluate"))
+        worker = self._workers.track(Worker(call, self, "evaluate"))
         self._evaluation_worker = worker
         worker.progress.connect(self._on_evaluation_progress)
         worker.succeeded.connect(self._on_evaluation_succeeded)
@@ -712,7 +700,7 @@ class EvaluatePage(QWidget):
                 for item, p in zip(items, probabilities, strict=True)
             ]
 
-        worker = self._track(Worker(call, self, "confidences"))
+        worker = self._workers.track(Worker(call, self, "confidences"))
         self._confidence_worker = worker
         worker.succeeded.connect(self._on_confidences_measured)
         worker.failed.connect(self._on_confidences_failed)
@@ -727,7 +715,7 @@ class EvaluatePage(QWidget):
         def call(on_progress, cancel):
             return item, models.get(run_dir).top_k(item.path)
 
-        worker = self._track(Worker(call, self, "top-3"))
+        worker = self._workers.track(Worker(call, self, "top-3"))
         self._top_k_worker = worker
         worker.succeeded.connect(self._on_top_k_succeeded)
         worker.failed.connect(self._on_top_k_failed)

@@ -36,7 +36,7 @@ from app.pages.compare_view import CompareView
 from app.state import AppState
 from app.widgets.charts import TrainingCharts
 from app.widgets.row_table import RowTableModel
-from app.workers import Worker
+from app.workers import Worker, WorkerGroup
 
 #: Status words, and whether such a run can be resumed.
 STATUS_WORDS = {
@@ -154,7 +154,7 @@ class RunsPage(QWidget):
     def __init__(self, state: AppState, parent: QWidget | None = None):
         super().__init__(parent)
         self.state = state
-        self._workers: list[Worker] = []
+        self._workers = WorkerGroup()
         self._wanted: str | None = None  # the run to select once the list is read
         self._shown = None  # (path, status, plan) of the run in the panel
         self._stale = True
@@ -430,22 +430,13 @@ class RunsPage(QWidget):
 
     # Workers ----------------------------------------------------------------------------------------------
     def _start(self, worker: Worker) -> Worker:
-        self._workers.append(worker)
         worker.failed.connect(self._on_failed)
-        worker.done.connect(lambda: self._forget(worker))
-        worker.start()
-        return worker
-
-    def _forget(self, worker: Worker) -> None:
-        self._workers.remove(worker)
-        worker.deleteLater()
+        return self._workers.start(worker)
 
     def _on_failed(self, exc) -> None:
         errors_view.record(exc, "Reading runs")
         self.status_label.setText(f"Could not read the run: {exc}")
 
     def shutdown(self) -> None:
-        for worker in list(self._workers):
-            worker.cancel()
-            worker.wait()
+        self._workers.shutdown()
         self.compare_view.shutdown()
