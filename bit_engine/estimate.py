@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -101,28 +103,30 @@ def estimate(
     model, memory_format = prepare_for_device(model, device)
     mb = config.micro_batch or auto_micro_batch(config.model, plan.crop, plan.batch, device)
     mb = min(mb, 8 if device.type == "cpu" else mb)  # a timing, not a run: keep it short on a CPU
-    x = torch.randn(mb, 3, plan.crop, plan.crop, device=device).contiguous(memory_format=memory_format)
-    y = torch.zeros(mb, dtype=torch.long, device=device)
     dtype = autocast_dtype(device, config.precision)
 
-    def micro_step() -> None:
+    def inputs(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.randn(n, 3, plan.crop, plan.crop, device=device).contiguous(memory_format=memory_format)
+        return x, torch.zeros(n, dtype=torch.long, device=device)
+
+    def micro_step() -> float:
+        t = time.perf_counter()
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             model.train()
             F.cross_entropy(model(x).float(), y).backward()
         if device.type == "cuda":
             torch.cuda.synchronize()
+        return time.perf_counter() - t
 
     tick(0)
-    t = time.perf_counter()
-    micro_step()  # warm-up: allocator, kernel selection
-    warm_up = time.perf_counter() - t
+    x, y = inputs(mb)
+    warm_up = micro_step()  # warm-up: allocator, kernel selection
     tick(1)
-    t = time.perf_counter()
+    elapsed = 0.0
     for i in range(timed_steps):
-        micro_step()
+        elapsed += micro_step()
         if i < timed_steps - 1:
             tick(2 + i)
-    elapsed = time.perf_counter() - t
     tick(total)
     per_image = elapsed / (timed_steps * mb)
     # Evaluation is forward-only (about a third of a training step per image), ~evaluations+1 times; a
@@ -150,10 +154,26 @@ def _images_decoded(plan, num_train: int, num_val: int, config: TrainConfig) -> 
 
 
 def _save_seconds(model: torch.nn.Module) -> float:
-    """Time to serialize the model's weights once (what a checkpoint or model.pt costs, disk aside)."""
-    t = time.perf_counter()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, io.BytesIO())
-    return time.perf_counter() - t
+    """Time to save the model's weights once as a run does (what a checkpoint or model.pt costs).
+
+    Serialized, written, synced and renamed by `fileio.atomic_torch_save` (into a temporary folder beside
+    the cache), as the run's saves are: not only serialized in memory.
+    """
+    from bit_engine import locations
+    from bit_engine.fileio import atomic_torch_save
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    try:
+        base = locations.cache_dir()
+        base.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=base) as folder:
+            t = time.perf_counter()
+            atomic_torch_save(Path(folder) / "timing.pt", state)
+            return time.perf_counter() - t
+    except OSError:  # no room to write: time the serialization alone
+        t = time.perf_counter()
+        torch.save(state, io.BytesIO())
+        return time.perf_counter() - t
 
 
 def _decode_seconds(folder: str, size: int, limit: int = 6) -> float:
@@ -213,10 +233,14 @@ def _estimate_head(config, plan, device: torch.device, num_train: int, num_val: 
         prepare_s = runner.seconds_to_prepare
     mb = runner.batch_size
     x = torch.randn(mb, 3, plan.crop, plan.crop).clamp_(-2.5, 2.5)
+    t = time.perf_counter()
     runner.features(x)  # warm-up: allocator, kernel selection
+    first = time.perf_counter() - t
     t = time.perf_counter()
     feats = runner.features(x)
     forward = (time.perf_counter() - t) / mb
+    # The run's first batch pays the warm-up once for its training photos and once for its validation photos.
+    warm_up = 2 * max(0.0, first - forward * mb)
     decode = _decode_seconds(config.data_dir, plan.crop)
     # Head steps: the real computation on features of the real width, on one thread as the run does.
     opt = torch.optim.SGD(model.head_parameters(), lr=0.0, momentum=0.9)
@@ -235,7 +259,12 @@ def _estimate_head(config, plan, device: torch.device, num_train: int, num_val: 
     images = num_train + num_val
     per_image = forward + decode
     seconds = (
-        load + prepare_s + images * per_image + plan.total_steps * head_step + (config.evaluations + 2) * save
+        load
+        + prepare_s
+        + warm_up
+        + images * per_image
+        + plan.total_steps * head_step
+        + (config.evaluations + 2) * save
     )
     how = f"computing features of {images:,} images once, then {plan.total_steps} quick head steps"
     text = f"About {describe_duration(seconds)} on {device.type.upper()} ({how})."
