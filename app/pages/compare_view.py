@@ -99,13 +99,8 @@ class CompareTableModel(RowTableModel):
         self.colours = list(colours)
         self.set_rows(runs)
 
-    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
-        r = self.rows[index.row()]
+    def role_data(self, r: ComparedRun, index: QModelIndex | QPersistentModelIndex, role: int):
         column = index.column()
-        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.AccessibleTextRole):
-            return self.text(r, column)
         if role == Qt.ItemDataRole.DecorationRole and column == 0:
             return self.colours[index.row()]
         if role == Qt.ItemDataRole.ToolTipRole and column == 0:
@@ -114,8 +109,7 @@ class CompareTableModel(RowTableModel):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
-    @staticmethod
-    def text(r: ComparedRun, column: int) -> str:
+    def text(self, r: ComparedRun, column: int) -> str:
         from bit_engine.compare import STRATEGY_NAMES
 
         if column == 0:

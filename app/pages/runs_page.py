@@ -63,31 +63,25 @@ class RunsTableModel(RowTableModel):
                 return i
         return -1
 
-    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
-        r = self.rows[index.row()]
+    def role_data(self, r, index: QModelIndex | QPersistentModelIndex, role: int):
         column = index.column()
-        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.AccessibleTextRole):
-            return self._text(r, column)
         if role == _SORT_ROLE:
             if column == 5:
                 return -1.0 if r.accuracy is None else r.accuracy
             if column == 6:
                 return r.created.timestamp()
-            return self._text(r, column)
+            return self.text(r, column)
         if role == Qt.ItemDataRole.ToolTipRole:
             if column == 1:
                 return r.data_dir
             if column == 4:
-                return r.message or self._text(r, column)
+                return r.message or self.text(r, column)
             return str(r.path) if column == 0 else None
         if role == Qt.ItemDataRole.TextAlignmentRole and column == 5:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
-    @staticmethod
-    def _text(r, column: int) -> str:
+    def text(self, r, column: int) -> str:
         if column == 0:
             return r.name
         if column == 1:

@@ -9,7 +9,10 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 
 
 class RowTableModel(QAbstractTableModel):
-    """`rows` shown one per table row under the titles in `COLUMNS`; `data` is the subclass's."""
+    """`rows` shown one per table row under the titles in `COLUMNS`.
+
+    Subclasses give `text` (a cell's words, also read by screen readers) and, for other roles, `role_data`.
+    """
 
     COLUMNS: tuple[str, ...] = ()
 
@@ -36,4 +39,20 @@ class RowTableModel(QAbstractTableModel):
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return self.COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        row = self.rows[index.row()]
+        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.AccessibleTextRole):
+            return self.text(row, index.column())
+        return self.role_data(row, index, role)
+
+    def text(self, row, column: int) -> str:
+        """The words in `column` for `row`."""
+        raise NotImplementedError
+
+    def role_data(self, row, index: QModelIndex | QPersistentModelIndex, role: int):
+        """What a role other than display text holds for the cell at `index` (`row` is its object)."""
         return None
