@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import tempfile
 import time
@@ -89,6 +90,10 @@ def estimate(
         plan = make_plan(config, num_train, median_size)
     num_val = num_val or 0
     device = resolve_device(config.device)
+    if config.strategy != "head":
+        # Time the run's own micro-batch (a CPU's speed per image depends on it), over at least 8 images.
+        mb = config.micro_batch or auto_micro_batch(config.model, plan.crop, plan.batch, device)
+        timed_steps = max(timed_steps, math.ceil(8 / mb))
     total = timed_steps + 1
 
     def tick(done: int) -> None:
@@ -101,8 +106,6 @@ def estimate(
         return _estimate_head(config, plan, device, num_train, num_val, tick, total)
     model = create_model(config.model, num_classes=2, zero_head=False)
     model, memory_format = prepare_for_device(model, device)
-    mb = config.micro_batch or auto_micro_batch(config.model, plan.crop, plan.batch, device)
-    mb = min(mb, 8 if device.type == "cpu" else mb)  # a timing, not a run: keep it short on a CPU
     dtype = autocast_dtype(device, config.precision)
 
     def inputs(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,10 +214,14 @@ def _estimate_head(config, plan, device: torch.device, num_train: int, num_val: 
 
     With the pre-trained weights already on disk, the backbone is prepared exactly as the run will (on the
     CPU that builds the cached onnxruntime graph now, and the run then finds it); otherwise random weights of
-    the same shape are timed and the graph's build time is counted in. Decoding is timed on a few of the
-    folder's own photos: for small inputs it costs as much as the forward pass.
+    the same shape are timed and the graph's build time is counted in. The feature pass is timed as the run
+    makes it, on two batches of the folder's own photos: decoding workers, pre-processing and backbone (see
+    `_time_feature_pass`).
     """
     from bit_engine import frozen, weights
+    from bit_engine.models import get_spec
+    from bit_engine.sampling import SampleStream
+    from bit_engine.transforms import Preprocessing, loader_workers
 
     tick(0)
     model = create_model(config.model, num_classes=2, zero_head=False)
@@ -231,41 +238,78 @@ def _estimate_head(config, plan, device: torch.device, num_train: int, num_val: 
         prepare_s = frozen.freeze(model, device, plan.crop).seconds_to_prepare
     else:
         prepare_s = runner.seconds_to_prepare
-    mb = runner.batch_size
-    x = torch.randn(mb, 3, plan.crop, plan.crop).clamp_(-2.5, 2.5)
-    t = time.perf_counter()
-    runner.features(x)  # warm-up: allocator, kernel selection
-    first = time.perf_counter() - t
-    t = time.perf_counter()
-    feats = runner.features(x)
-    forward = (time.perf_counter() - t) / mb
-    # The run's first batch pays the warm-up once for its training photos and once for its validation photos.
-    warm_up = 2 * max(0.0, first - forward * mb)
-    decode = _decode_seconds(config.data_dir, plan.crop)
-    # Head steps: the real computation on features of the real width, on one thread as the run does.
+    images = num_train + num_val
+    pre = Preprocessing.from_plan(plan, get_spec(config.model).normalization)
+    workers = config.workers if config.workers is not None else loader_workers(cached=False)
+    sample = _sample_images(config.data_dir, min(2 * runner.batch_size, max(1, images)))
+    feats, forward, loader_start = _time_feature_pass(model, runner, pre, workers, sample)
+    # Decoding shares the cores with the backbone, which uses them all: the two times add up.
+    per_image = forward + _decode_seconds(config.data_dir, plan.crop)
+    loader_start = max(0.0, loader_start - runner.batch_size * (per_image - forward))
+    # The run starts a pass for its training photos and another for its validation photos.
+    passes = 2 if num_val else 1
+    # Head steps as the run makes them: the step's sample indices, the real computation on features of the
+    # real width, on one thread.
     opt = torch.optim.SGD(model.head_parameters(), lr=0.0, momentum=0.9)
-    f = feats[torch.randint(0, mb, (plan.batch,))]
+    stream = SampleStream(len(feats), plan.batch, config.seed)
     y = torch.zeros(plan.batch, dtype=torch.long)
-    t = time.perf_counter()
     with one_cpu_thread(device):
-        for _ in range(3):
+        for step in range(6):
+            if step == 1:  # after a warm-up step: first calls, allocations
+                t = time.perf_counter()
+            f = feats[torch.from_numpy(stream.indices(step)[0])]
             F.cross_entropy(model.classify(f), y).backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-    head_step = (time.perf_counter() - t) / 3
+    head_step = (time.perf_counter() - t) / 5
     # A checkpoint (the whole model) at each evaluation and at the end, and the final model.
     save = _save_seconds(model)
     tick(total)
-    images = num_train + num_val
-    per_image = forward + decode
     seconds = (
         load
         + prepare_s
-        + warm_up
+        + passes * loader_start
         + images * per_image
         + plan.total_steps * head_step
         + (config.evaluations + 2) * save
     )
     how = f"computing features of {images:,} images once, then {plan.total_steps} quick head steps"
     text = f"About {describe_duration(seconds)} on {device.type.upper()} ({how})."
-    return Estimate(config.strategy, seconds, per_image, mb, str(device), text)
+    return Estimate(config.strategy, seconds, per_image, runner.batch_size, str(device), text)
+
+
+def _time_feature_pass(
+    model, runner, pre, workers: int, paths: list[str]
+) -> tuple[torch.Tensor, float, float]:
+    """Features of `paths` computed as the run computes them; with the backbone's seconds per image, and the
+    seconds a pass pays once before its first batch (worker start, the session's first call, decoding the
+    first batch with nothing to overlap).
+
+    Both come from the times the batches end: the second batch, decoded by the workers while the first was
+    computed, gives the backbone's rate; the first batch, what came on top.
+    """
+    from bit_engine.features import FeatureExtractor
+
+    ends: list[tuple[float, int]] = []
+
+    def on_progress(p: Progress) -> None:
+        if p.done:
+            ends.append((time.perf_counter(), p.done))
+
+    extractor = FeatureExtractor(
+        model, runner.device, pre, workers=workers, cache=False, on_progress=on_progress
+    )
+    extractor.frozen = runner  # prepared and timed already
+    t = time.perf_counter()
+    feats = extractor.extract(paths) if paths else None
+    if feats is None or not len(feats):  # no photo could be read: time random inputs
+        x = torch.randn(runner.batch_size, 3, pre.crop, pre.crop).clamp_(-2.5, 2.5)
+        runner.features(x)
+        t = time.perf_counter()
+        feats = runner.features(x)
+        return feats, (time.perf_counter() - t) / len(x), 0.0
+    if len(ends) < 2:  # one batch: no way to tell the start from the rate; all of it counts per image
+        return feats, (time.perf_counter() - t) / len(feats), 0.0
+    (t1, n1), (t2, n2) = ends[0], ends[1]
+    per_image = (t2 - t1) / (n2 - n1)
+    return feats, per_image, max(0.0, t1 - t - n1 * per_image)

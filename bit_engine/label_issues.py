@@ -49,7 +49,6 @@ the moved photos found. That script's docstring has the rest (what correcting th
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -69,6 +68,7 @@ from bit_engine.models import create_model
 from bit_engine.preparation import Prepared, prepare
 from bit_engine.progress import CancelFlag, OperationCancelled, Progress, ProgressCallback
 from bit_engine.trainers import one_cpu_thread
+from bit_engine.transforms import loader_workers
 
 RankBy = Literal["self_confidence", "margin"]
 RANK_BY: tuple[str, ...] = ("self_confidence", "margin")
@@ -305,12 +305,6 @@ def _emit(on_progress: ProgressCallback | None, progress: Progress) -> None:
         on_progress(progress)
 
 
-def _workers(config: TrainConfig) -> int:
-    if config.workers is not None:
-        return config.workers
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
-
-
 def find_label_issues(
     config: TrainConfig | Prepared,
     *,
@@ -361,7 +355,11 @@ def find_label_issues(
     device = resolve_device(config.device)
     model = _pretrained(config, len(classes), on_progress, cancel)
     extractor = FeatureExtractor(
-        model, device, prepared.preprocessing, workers=_workers(config), on_progress=on_progress
+        model,
+        device,
+        prepared.preprocessing,
+        workers=config.workers if config.workers is not None else loader_workers(cached=False),
+        on_progress=on_progress,
     )
     features = extractor.extract([str(report.path_of(s)) for s in samples], cancel)
     if features is None:

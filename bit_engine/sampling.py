@@ -34,12 +34,18 @@ class SampleStream:
 
     def keys(self, step: int) -> list[tuple[int, int]]:
         """(sample index, epoch) for every image of optimizer step `step`."""
-        start = step * self.batch
-        out = []
-        for pos in range(start, start + self.batch):
-            epoch, i = divmod(pos, self.n)
-            out.append((int(self._perm(epoch)[i]), epoch))
-        return out
+        index, epochs = self.indices(step)
+        return list(zip(index.tolist(), epochs.tolist(), strict=True))
+
+    def indices(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """`keys(step)` as two arrays, sample indices and epochs (what a step over cached features needs)."""
+        pos = np.arange(step * self.batch, (step + 1) * self.batch)
+        epochs, within = np.divmod(pos, self.n)
+        index = np.empty_like(pos)
+        for epoch in np.unique(epochs).tolist():  # a batch spans a few epochs at most: one lookup each
+            at = epochs == epoch
+            index[at] = self._perm(epoch)[within[at]]
+        return index, epochs
 
     def epoch_at(self, step: int) -> float:
         return step * self.batch / self.n

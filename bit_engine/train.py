@@ -48,7 +48,7 @@ from bit_engine.report import EvaluationReport
 from bit_engine.runs import HEARTBEAT_S, RunDir, read_status
 from bit_engine.sampling import SampleStream, mixup_lambda
 from bit_engine.trainers import DistContext, FullTrainer, HeadTrainer
-from bit_engine.transforms import ImageDataset, Preprocessing, build_cache, should_cache
+from bit_engine.transforms import ImageDataset, Preprocessing, build_cache, loader_workers, should_cache
 
 # `estimate`, `Estimate`, `make_plan` and `TrainingError` live in estimate.py and preparation.py; they are
 # named here too because front ends reach them through this module (`train.estimate(...)`).
@@ -371,12 +371,9 @@ def _datasets(
         train_paths, [s.label for s in split.train], pre, train=True, seed=seed, cache=caches["train"]
     )
     val_set = ImageDataset(val_paths, [s.label for s in split.val], pre, train=False, cache=caches["val"])
-    if workers_cfg is not None:
-        workers = workers_cfg
-    else:
-        # Decoding is the slow part: workers pay off only when the images are not cached already.
-        cores = (os.cpu_count() or 1) // copies
-        workers = 0 if caches["train"] is not None else max(0, min(4, cores - 1))
+    # Decoding is the slow part: workers pay off only when the images are not cached already.
+    cached = caches["train"] is not None
+    workers = workers_cfg if workers_cfg is not None else loader_workers(cached, copies)
     return train_set, val_set, workers
 
 

@@ -136,6 +136,15 @@ def should_cache(num_images: int, size: int, budget: int = CACHE_BUDGET_BYTES) -
     return need <= min(budget, available // 4)
 
 
+def loader_workers(cached: bool, copies: int = 1) -> int:
+    """DataLoader worker processes for a pass over photos: none when they are decoded already (the in-memory
+    cache), else one per core but one, at most 4, shared by `copies` training processes on the machine."""
+    if cached:
+        return 0
+    cores = (os.cpu_count() or 1) // copies
+    return max(0, min(4, cores - 1))
+
+
 class ImageDataset(Dataset):
     """Samples addressed by `(index, epoch)` keys, so the sampler decides what each step sees.
 

@@ -184,3 +184,21 @@ def test_random_init_keeps_the_signal_alive_for_training_from_scratch():
     features = EfficientNetLite(num_classes=3).train().features(torch.randn(8, 3, 64, 64))
     assert 0.1 < features.std().item() < 10
     assert features.std(dim=0).mean().item() > 0.05  # different images give different features
+
+
+def test_a_gradient_does_not_depend_on_how_the_batch_is_cut():
+    # What lets a CPU train with small micro-batches (the faster ones, see trainers.cpu_micro_batch): with
+    # the released BatchNorm statistics, no layer mixes the images of a batch.
+    model = load_pretrained_lite0(EfficientNetLite(num_classes=3, zero_head=False)).train()
+    x = torch.randn(8, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+
+    def gradient(parts: int) -> torch.Tensor:
+        model.zero_grad(set_to_none=True)
+        for xs, ys in zip(x.chunk(parts), y.chunk(parts), strict=True):
+            torch.nn.functional.cross_entropy(model(xs), ys, reduction="sum").backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    whole, in_fours = gradient(1), gradient(4)
+    assert whole.abs().max() > 0
+    assert torch.allclose(whole, in_fours, atol=1e-4, rtol=1e-4)

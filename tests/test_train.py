@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +16,7 @@ from bit_engine.progress import OperationCancelled
 from bit_engine.runs import RunDir
 from bit_engine.sampling import SampleStream
 from bit_engine.train import fit, resume
+from bit_engine.trainers import auto_micro_batch
 
 # float32: several tests compare weights to 1e-6; bf16 autocast gets its own test.
 FAST = {"steps": 12, "batch": 16, "resolution": 32, "workers": 0, "evaluations": 3, "precision": "fp32"}
@@ -130,6 +132,28 @@ def test_sample_stream_counts_every_sample_once_per_epoch():
     for epoch in (0, 1):
         assert sorted(i for i, e in keys if e == epoch) == list(range(10))
     assert stream.keys(2) == SampleStream(10, 4, 3).keys(2)  # a pure function of (seed, step)
+
+
+def test_a_batch_larger_than_the_dataset_runs_through_several_epochs_in_order():
+    # The head strategy's batch of 512 over a few dozen photos: one step spans many epochs.
+    stream = SampleStream(num_samples=7, batch=40, seed=1)
+    for step in (0, 3):
+        expected = []
+        for pos in range(step * 40, step * 40 + 40):
+            epoch, i = divmod(pos, 7)
+            expected.append((int(np.random.default_rng([1, epoch]).permutation(7)[i]), epoch))
+        assert stream.keys(step) == expected
+        index, epochs = stream.indices(step)
+        assert list(zip(index.tolist(), epochs.tolist(), strict=True)) == expected
+
+
+def test_a_cpu_trains_with_the_micro_batch_measured_fastest_for_the_resolution():
+    cpu = torch.device("cpu")
+    assert auto_micro_batch("EfficientNet-Lite0", 128, 512, cpu) == 16
+    assert auto_micro_batch("BiT-M-R50x1", 224, 512, cpu) == 8
+    assert auto_micro_batch("BiT-M-R50x1", 384, 512, cpu) == 2
+    assert auto_micro_batch("EfficientNet-Lite0", 64, 512, cpu) == 32  # small inputs: the old cap
+    assert auto_micro_batch("EfficientNet-Lite0", 64, 6, cpu) == 6  # never more than the batch
 
 
 def test_micro_batches_do_not_change_the_update(color_folder, tiny_bit, tmp_path):
