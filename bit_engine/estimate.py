@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import multiprocessing
 import os
 import tempfile
 import time
@@ -241,11 +242,16 @@ def _estimate_head(config, plan, device: torch.device, num_train: int, num_val: 
     images = num_train + num_val
     pre = Preprocessing.from_plan(plan, get_spec(config.model).normalization)
     workers = config.workers if config.workers is not None else loader_workers(cached=False)
+    if multiprocessing.current_process().daemon:  # a pool's worker (the window's timing) has no children
+        workers = 0
     sample = _sample_images(config.data_dir, min(2 * runner.batch_size, max(1, images)))
-    feats, forward, loader_start = _time_feature_pass(model, runner, pre, workers, sample)
-    # Decoding shares the cores with the backbone, which uses them all: the two times add up.
-    per_image = forward + _decode_seconds(config.data_dir, plan.crop)
-    loader_start = max(0.0, loader_start - runner.batch_size * (per_image - forward))
+    feats, per_image, loader_start = _time_feature_pass(model, runner, pre, workers, sample)
+    if workers:
+        # The second batch was decoded while the first was computed: its rate is the backbone's alone. Once
+        # under way, decoding shares the cores with the backbone, which uses them all: the two times add up.
+        decode = _decode_seconds(config.data_dir, plan.crop)
+        per_image += decode
+        loader_start = max(0.0, loader_start - runner.batch_size * decode)
     # The run starts a pass for its training photos and another for its validation photos.
     passes = 2 if num_val else 1
     # Head steps as the run makes them: the step's sample indices, the real computation on features of the
@@ -281,12 +287,11 @@ def _estimate_head(config, plan, device: torch.device, num_train: int, num_val: 
 def _time_feature_pass(
     model, runner, pre, workers: int, paths: list[str]
 ) -> tuple[torch.Tensor, float, float]:
-    """Features of `paths` computed as the run computes them; with the backbone's seconds per image, and the
-    seconds a pass pays once before its first batch (worker start, the session's first call, decoding the
-    first batch with nothing to overlap).
+    """Features of `paths` computed as the run computes them; with the seconds per image of the second batch,
+    and the seconds a pass pays once before its first batch (worker start, the session's first call).
 
-    Both come from the times the batches end: the second batch, decoded by the workers while the first was
-    computed, gives the backbone's rate; the first batch, what came on top.
+    Both come from the times the batches end: the second batch gives the rate (with `workers`, the
+    backbone's alone: they decoded it while the first was computed); the first batch, what came on top.
     """
     from bit_engine.features import FeatureExtractor
 

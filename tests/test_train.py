@@ -417,3 +417,24 @@ def test_prepared_once_then_estimated_and_trained_without_a_second_scan(
     cancel.set()
     with pytest.raises(OperationCancelled):
         estimate(prepared, cancel=cancel)
+
+
+def test_the_window_times_both_strategies_in_its_child_process(color_folder, tiny_bit):
+    # The window's timing runs in a pool's worker, which may not start processes of its own: the head
+    # strategy's feature pass must be timed there too (it failed with "daemonic processes are not allowed
+    # to have children" when it started decoding workers).
+    from app import timing
+    from bit_engine import models
+
+    results = {}
+    configs = [
+        _config(color_folder, tiny_bit, strategy="head", steps=None, batch=None, workers=None),
+        _config(color_folder, tiny_bit, steps=4, batch=8, resolution=16, workers=None),
+    ]
+    timing.time_strategies(
+        models.get_spec(tiny_bit), configs, 24, 6, (40, 30), results.__setitem__, threading.Event()
+    )
+    assert set(results) == {"head", "full"}
+    for strategy, result in results.items():
+        assert isinstance(result, train.Estimate), f"{strategy}: {result}"
+        assert result.text.startswith("About ") and result.seconds > 0
