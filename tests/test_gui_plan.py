@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import re
 import shutil
 import threading
 
@@ -286,3 +287,20 @@ def test_another_folder_makes_a_new_plan(plan_window, qtbot, tmp_path):
     summary = window.findChild(QLabel, "planDatasetLabel").text()
     assert "80 photos to train on, 20 to check" in summary
     assert "80 images" in _rows(window)["Schedule length"][1]
+
+
+def test_photos_left_out_are_not_counted_in_the_plan(plan_window, color_folder):
+    from app import label_corrections
+
+    window = plan_window
+    subtitle = window.pages["plan"].subtitle
+    assert "24 photos to train on, 6 to check the model" in subtitle.text()
+    for i in range(5):  # half the red photos: wherever the split put them, the two counts add up to 25
+        label_corrections.correct(str(color_folder), f"red/red_{i:02d}.png", "red", None)
+    window.state.corrections_changed(str(color_folder))
+    text = subtitle.text()
+    train, val = (int(n) for n in re.findall(r"(\d+) (?:photos to train on|to check the model)", text))
+    assert train + val == 25 and val >= 1
+    corrections = window.findChild(QLabel, "planCorrectionsLabel").text()
+    assert "5 label corrections will be applied (5 left out)" in corrections
+    assert window.state.config.corrections  # and the run applies them

@@ -8,6 +8,7 @@ it on the AppState for the Train step.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 from dataclasses import dataclass
@@ -151,6 +152,7 @@ class PlanPage(QWidget):
         self.state = state
         self._report = None
         self._engine: _Engine | None = None
+        self._sizes: tuple[tuple, tuple[int, int]] | None = None  # (corrections, split sizes) for the scan
         self._loader: Worker | None = None
         self._weights_job: Worker | None = None
         self._estimator: Worker | None = None
@@ -358,6 +360,7 @@ class PlanPage(QWidget):
     def _on_dataset_changed(self, report) -> None:
         self._report = report if report is not None and report.ok else None
         self._engine = None  # its split sizes belong to the previous scan
+        self._sizes = None
         self._estimates = {}
         self._estimate_key = None
         self._estimate_timer.stop()
@@ -442,7 +445,7 @@ class PlanPage(QWidget):
         self.device_note.setVisible(bool(self.device_note.text()))
 
     def _recommend(self) -> None:
-        n = self._engine.num_train
+        n = self._split_sizes()[0]
         if n < HEAD_RECOMMENDED_BELOW:
             key = "head"
             why = (
@@ -505,6 +508,24 @@ class PlanPage(QWidget):
         except BitStudioError as exc:
             return (), str(exc)
 
+    def _split_sizes(self) -> tuple[int, int]:
+        """Photos to train on and to check the model with, as the run will split them: after the folder's
+        label corrections (a photo left out is not counted)."""
+        corrections = self._corrections()[0]
+        if self._sizes is not None and self._sizes[0] == corrections:
+            return self._sizes[1]
+        sizes = self._engine.num_train, self._engine.num_val
+        if corrections:
+            from bit_engine import holdout
+            from bit_engine.corrections import apply_corrections, from_config
+            from bit_engine.errors import BitStudioError
+
+            with contextlib.suppress(BitStudioError):  # the run will say why; the scan's figures meanwhile
+                split = holdout.split(apply_corrections(self._report, from_config(corrections))[0])
+                sizes = len(split.train), len(split.val)
+        self._sizes = (corrections, sizes)
+        return sizes
+
     def _show_corrections(self, config) -> None:
         from bit_engine.corrections import apply_corrections, from_config
 
@@ -526,6 +547,11 @@ class PlanPage(QWidget):
 
     def _on_corrections_changed(self, folder: str) -> None:
         if self._report is not None and self._engine is not None:
+            self._building = True
+            try:
+                self._recommend()  # photos left out may make the set small enough for head only
+            finally:
+                self._building = False
             self._replan()
 
     def _on_model_changed(self, _index: int) -> None:
@@ -555,14 +581,14 @@ class PlanPage(QWidget):
         base = self.config()
         try:
             # The config's own checks, then the rule's: either may refuse a value, each says why.
-            make_plan(base.replace(**overrides), self._engine.num_train, self._report.median_size)
+            make_plan(base.replace(**overrides), self._split_sizes()[0], self._report.median_size)
         except (BitStudioError, ValueError) as exc:
             return str(exc)
         rule = make_plan(
             base.replace(
                 **{f: None for f in ("steps", "batch", "resolution", "mixup")}, flip=True, random_crop=True
             ),
-            self._engine.num_train,
+            self._split_sizes()[0],
             self._report.median_size,
         )
         rule_values = {
@@ -600,7 +626,8 @@ class PlanPage(QWidget):
             return
         from bit_engine.train import make_plan
 
-        self._plan = make_plan(config, self._engine.num_train, self._report.median_size)
+        num_train, num_val = self._split_sizes()
+        self._plan = make_plan(config, num_train, self._report.median_size)
         self.rule_model.set_plan(self._plan)
         self.rule_table.resizeRowsToContents()
         # Every row in view: the page scrolls as a whole, a second scroll bar inside it would hide settings.
@@ -613,8 +640,8 @@ class PlanPage(QWidget):
         n_classes = len(self._report.classes)
         w, h = self._report.median_size
         self.subtitle.setText(
-            f"For <b>{html.escape(self._report.root, quote=False)}</b>: {self._engine.num_train:,} photos to train on, "
-            f"{self._engine.num_val:,} to check the model, {n_classes} classes, typical size {w}×{h}."
+            f"For <b>{html.escape(self._report.root, quote=False)}</b>: {num_train:,} photos to train on, "
+            f"{num_val:,} to check the model, {n_classes} classes, typical size {w}×{h}."
         )
         self._show_corrections(config)
         self.state.devices = "all" if self.current_device() == "all" else None
@@ -759,7 +786,7 @@ class PlanPage(QWidget):
             config.device,
             tuple(sorted(self._overrides.items())),
             config.data_dir,
-            self._engine.num_train,
+            self._split_sizes()[0],
         )
         self._estimate_key = key
         cached = self._estimate_cache.get(key)
@@ -784,7 +811,7 @@ class PlanPage(QWidget):
         order = [config.strategy] + [s for s in ("full", "head") if s != config.strategy and s != "scratch"]
         if config.strategy == "scratch":
             order = ["full", "head"]  # scratch costs what full fine-tuning costs: timed once
-        num_train, num_val, median = self._engine.num_train, self._engine.num_val, self._report.median_size
+        num_train, num_val, median = *self._split_sizes(), self._report.median_size
         cpu = (config.device or "cpu") == "cpu" or not self._engine.gpus
         too_big = cpu and spec.params > CPU_TIMING_LIMIT
 
