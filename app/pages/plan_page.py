@@ -366,15 +366,16 @@ class PlanPage(QWidget):
         self._estimate_timer.stop()
         if self._estimator is not None:
             self._estimator.cancel()  # timing the previous folder's plan
+        if self._loader is not None:  # loading for the previous folder: its split sizes are not this one's
+            self._loader.cancel()
+            self._loader.blockSignals(True)
+            self._loader.wait()
+            self._loader = None
         if self._report is None:
             self.setEnabled(False)
             self.continue_button.setEnabled(False)
             return
         self.subtitle.setText("Reading the model table and the devices of this machine…")
-        if self._loader is not None:
-            self._loader.cancel()
-            self._loader.blockSignals(True)
-            self._loader.wait()
         self._loader = Worker(_load_engine(self._report), self, name="plan: engine")
         self._loader.succeeded.connect(self._on_engine_loaded)
         self._loader.failed.connect(self._on_engine_failed)
