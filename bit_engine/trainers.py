@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from bit_engine.config import TrainConfig
-from bit_engine.devices import autocast_dtype
+from bit_engine.devices import autocast_dtype, available_memory
 from bit_engine.evaluate import predict_dataset
 from bit_engine.features import FeatureExtractor
 from bit_engine.models import get_spec
@@ -55,10 +54,7 @@ class DistContext:
 
 
 def _available_ram() -> int:
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 4 * 1024**3
+    return available_memory(default=4 * 1024**3)
 
 
 def bytes_per_training_image(model_name: str, crop: int) -> float:

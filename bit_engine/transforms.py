@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from bit_engine.devices import available_memory
 from bit_engine.errors import BitStudioError
 from bit_engine.images import ImageError, open_rgb, to_model_input
 from bit_engine.models import Normalization
@@ -129,11 +130,7 @@ def should_cache(num_images: int, size: int, budget: int = CACHE_BUDGET_BYTES) -
     and building the cache costs one decode per image, paid back from the second epoch.
     """
     need = num_images * 3 * size * size
-    try:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        available = budget * 2
-    return need <= min(budget, available // 4)
+    return need <= min(budget, available_memory(default=budget * 2) // 4)
 
 
 def loader_workers(cached: bool, copies: int = 1) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 
 import numpy as np
@@ -147,13 +148,25 @@ def test_a_batch_larger_than_the_dataset_runs_through_several_epochs_in_order():
         assert list(zip(index.tolist(), epochs.tolist(), strict=True)) == expected
 
 
-def test_a_cpu_trains_with_the_micro_batch_measured_fastest_for_the_resolution():
+def test_a_cpu_trains_with_the_micro_batch_measured_fastest_for_the_resolution(monkeypatch):
+    monkeypatch.setattr(trainers, "_available_ram", lambda: 64 * 1024**3)  # the rule, not this machine's RAM
     cpu = torch.device("cpu")
     assert auto_micro_batch("EfficientNet-Lite0", 128, 512, cpu) == 16
     assert auto_micro_batch("BiT-M-R50x1", 224, 512, cpu) == 8
     assert auto_micro_batch("BiT-M-R50x1", 384, 512, cpu) == 2
     assert auto_micro_batch("EfficientNet-Lite0", 64, 512, cpu) == 32  # small inputs: the old cap
     assert auto_micro_batch("EfficientNet-Lite0", 64, 6, cpu) == 6  # never more than the batch
+    monkeypatch.setattr(trainers, "_available_ram", lambda: 2 * 1024**3)  # and never more than fits
+    assert auto_micro_batch("BiT-M-R50x1", 224, 512, cpu) == 7
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/meminfo"), reason="Linux's MemAvailable")
+def test_available_memory_counts_the_cache_the_kernel_gives_back():
+    from bit_engine.devices import available_memory
+
+    with open("/proc/meminfo") as f:
+        info = {k: int(v.split()[0]) * 1024 for k, v in (line.split(":", 1) for line in f)}
+    assert abs(available_memory(default=0) - info["MemAvailable"]) < 0.1 * info["MemTotal"]
 
 
 def test_micro_batches_do_not_change_the_update(color_folder, tiny_bit, tmp_path):
