@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from bit_engine.config import TrainConfig
-from bit_engine.devices import autocast_dtype, available_memory
+from bit_engine.devices import autocast_dtype
 from bit_engine.evaluate import predict_dataset
 from bit_engine.features import FeatureExtractor
+from bit_engine.machine import available_memory
 from bit_engine.models import get_spec
 from bit_engine.preparation import TrainingError
 from bit_engine.sampling import SampleStream, StepBatches, mixup_permutation

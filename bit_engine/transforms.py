@@ -22,9 +22,9 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from bit_engine.devices import available_memory
 from bit_engine.errors import BitStudioError
 from bit_engine.images import ImageError, open_rgb, to_model_input
+from bit_engine.machine import available_memory
 from bit_engine.models import Normalization
 
 #: Decoded, resized images are kept in memory when they fit in this many bytes (see `should_cache`).

@@ -162,7 +162,7 @@ def test_a_cpu_trains_with_the_micro_batch_measured_fastest_for_the_resolution(m
 
 @pytest.mark.skipif(not os.path.exists("/proc/meminfo"), reason="Linux's MemAvailable")
 def test_available_memory_counts_the_cache_the_kernel_gives_back():
-    from bit_engine.devices import available_memory
+    from bit_engine.machine import available_memory
 
     with open("/proc/meminfo") as f:
         info = {k: int(v.split()[0]) * 1024 for k, v in (line.split(":", 1) for line in f)}
