@@ -46,6 +46,7 @@ from bit_engine.config import TrainConfig
 from bit_engine.devices import parse_devices
 from bit_engine.distributed import DEFAULT_TIMEOUT_S, DistributedError, TrainJob, ensure_weights, run_rank
 from bit_engine.errors import BitStudioError
+from bit_engine.machine import fork_worker_processes
 from bit_engine.progress import CancelFlag, OperationCancelled, Progress, ProgressCallback
 from bit_engine.runs import RunDir, RunError
 from bit_engine.train import DistContext, RunResult, TrainingError, new_run_dir
@@ -137,6 +138,7 @@ def _child_process(rank, devices, port, job, events, cancel_event, setup, timeou
     """Body of one spawned training process: this process's run, its progress and its end, over `events`."""
     # Ctrl-C in a terminal reaches every process of the group; the parent turns it into a polite stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    fork_worker_processes()
     world = len(devices)
     cancel = _CancelOrOrphaned(cancel_event)
     if world > 1:  # the environment torchrun would set, before `setup`, which may read it

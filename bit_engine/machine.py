@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import sys
 
 
 def available_memory(default: int) -> int:
@@ -23,3 +25,16 @@ def available_memory(default: int) -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # macOS and Windows have no such sysconf names
         return default
+
+
+def fork_worker_processes() -> None:
+    """Start this process's DataLoader workers by fork, as in a command run from a shell (Linux only).
+
+    A process started by spawn (the window's training and timing children) has spawn as its default too.
+    Every DataLoader worker would then start a new interpreter and import torch and the engine. That costs
+    seconds for each pass over the photos: the head strategy's feature pass over 160 photos took 13.6 s in
+    such a child, against 2.8 s with forked workers. These processes run no GUI toolkit, so fork is as safe in
+    them as on the command line. Elsewhere (macOS, Windows) the platform's default stays.
+    """
+    if sys.platform.startswith("linux"):
+        multiprocessing.set_start_method("fork", force=True)

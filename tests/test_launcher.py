@@ -8,9 +8,12 @@ The child is spawned from a fresh interpreter: the `tiny_bit` fixture's table en
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 import signal
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -164,3 +167,22 @@ def test_in_this_process_when_asked(color_folder, tiny_bit, tmp_path):
     result = process.run(lambda p: seen.append(process.pids))
     assert result.status == "done" and process.processes == [] and seen[-1] == [os.getpid()]
     assert process.pids == [] and not process.is_alive()
+
+
+def _register_and_record_start_method(spec: models.ModelSpec, path: str) -> None:
+    _register(spec)
+    Path(path).write_text(multiprocessing.get_start_method())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is Linux's default")
+def test_the_child_starts_its_data_workers_by_fork(color_folder, tiny_bit, tmp_path):
+    # A spawned child defaults to spawn: each DataLoader worker would be a new interpreter importing torch,
+    # seconds per pass over the photos (the head strategy's feature pass took 13.6 s instead of 2.8).
+    record = tmp_path / "start-method.txt"
+    setup = functools.partial(_register_and_record_start_method, models.get_spec(tiny_bit), str(record))
+    config = _config(color_folder, tiny_bit, strategy="head", workers=1)
+    process = start_training(TrainJob(config=config, out=str(tmp_path / "run")), "cpu", setup=setup)
+    result = process.run()
+    assert result.status == "done" and result.report.num_images == 6
+    assert record.read_text() == "fork"
+    _assert_nothing_left(process)
