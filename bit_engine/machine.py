@@ -33,7 +33,7 @@ def fork_worker_processes() -> None:
     A process started by spawn (the window's training and timing children) has spawn as its default too.
     Every DataLoader worker would then start a new interpreter and import torch and the engine. That costs
     seconds for each pass over the photos: the head strategy's feature pass over 160 photos took 13.6 s in
-    such a child, against 2.8 s with forked workers. These processes run no GUI toolkit, so fork is as safe in
+    such a child, against 3.7 s with forked workers. These processes run no GUI toolkit, so fork is as safe in
     them as on the command line. Elsewhere (macOS, Windows) the platform's default stays.
     """
     if sys.platform.startswith("linux"):

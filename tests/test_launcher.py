@@ -177,7 +177,7 @@ def _register_and_record_start_method(spec: models.ModelSpec, path: str) -> None
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is Linux's default")
 def test_the_child_starts_its_data_workers_by_fork(color_folder, tiny_bit, tmp_path):
     # A spawned child defaults to spawn: each DataLoader worker would be a new interpreter importing torch,
-    # seconds per pass over the photos (the head strategy's feature pass took 13.6 s instead of 2.8).
+    # seconds per pass over the photos (the head strategy's feature pass took 13.6 s instead of 3.7).
     record = tmp_path / "start-method.txt"
     setup = functools.partial(_register_and_record_start_method, models.get_spec(tiny_bit), str(record))
     config = _config(color_folder, tiny_bit, strategy="head", workers=1)
