@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import multiprocessing
 import os
 import tempfile
 import time
@@ -242,8 +241,6 @@ def _estimate_head(config, plan, device: torch.device, num_train: int, num_val: 
     images = num_train + num_val
     pre = Preprocessing.from_plan(plan, get_spec(config.model).normalization)
     workers = config.workers if config.workers is not None else loader_workers(cached=False)
-    if multiprocessing.current_process().daemon:  # a pool's worker (the window's timing) has no children
-        workers = 0
     sample = _sample_images(config.data_dir, min(2 * runner.batch_size, max(1, images)))
     feats, per_image, loader_start = _time_feature_pass(model, runner, pre, workers, sample)
     if workers:

@@ -11,6 +11,7 @@ draws the same crop and flip for the same sample, whatever process or worker loa
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -135,8 +136,9 @@ def should_cache(num_images: int, size: int, budget: int = CACHE_BUDGET_BYTES) -
 
 def loader_workers(cached: bool, copies: int = 1) -> int:
     """DataLoader worker processes for a pass over photos: none when they are decoded already (the in-memory
-    cache), else one per core but one, at most 4, shared by `copies` training processes on the machine."""
-    if cached:
+    cache) or when this process may not start any (a pool's daemonic worker), else one per core but one, at
+    most 4, shared by `copies` training processes on the machine."""
+    if cached or multiprocessing.current_process().daemon:
         return 0
     cores = (os.cpu_count() or 1) // copies
     return max(0, min(4, cores - 1))

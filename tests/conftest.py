@@ -76,6 +76,22 @@ def window(qtbot):
     w.shutdown()
 
 
+@pytest.fixture
+def evaluate_page(qtbot):
+    """The Evaluate step on its own, shown offscreen at 1200x800 (shut down after the test, as the window
+    would)."""
+    from app.pages.evaluate_page import EvaluatePage
+    from app.state import AppState
+
+    page = EvaluatePage(AppState())
+    qtbot.addWidget(page)
+    page.resize(1200, 800)
+    page.show()
+    qtbot.waitExposed(page)
+    yield page
+    page.shutdown()
+
+
 def make_color_folder(root, classes=("red", "green", "blue"), per_class=10, size=(40, 30), seed=0):
     """A separable labelled folder: each class is a colour, with noise so that no two images are equal."""
     import numpy as np

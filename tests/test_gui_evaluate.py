@@ -10,8 +10,6 @@ from gui_runs import make_confusing_folder, shared_exported_run
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
 
-from app.pages.evaluate_page import EvaluatePage
-from app.state import AppState
 from app.widgets.confusion_matrix import RATE_ROLE, ConfusionMatrixModel, ConfusionMatrixView
 
 
@@ -21,15 +19,8 @@ def run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def page(qtbot):
-    state = AppState()
-    page = EvaluatePage(state)
-    qtbot.addWidget(page)
-    page.resize(1200, 800)
-    page.show()
-    qtbot.waitExposed(page)
-    yield page
-    page.shutdown()
+def page(evaluate_page):
+    return evaluate_page
 
 
 def _load(qtbot, page, run):

@@ -215,21 +215,6 @@ def test_a_search_can_be_cancelled_and_leaves_no_thread(qtbot, window, tmp_path)
     assert panel.issue_report is None
 
 
-@pytest.fixture
-def evaluate_page(qtbot):
-    """The Evaluate step on its own (shut down after the test, as the window would)."""
-    from app.pages.evaluate_page import EvaluatePage
-    from app.state import AppState
-
-    page = EvaluatePage(AppState())
-    qtbot.addWidget(page)
-    page.resize(1200, 800)
-    page.show()
-    qtbot.waitExposed(page)
-    yield page
-    page.shutdown()
-
-
 def test_the_evaluate_gallery_records_a_correction_and_marks_the_photo(qtbot, evaluate_page, trained):
     from app.widgets.mistake_gallery import MARK_ROLE
     from bit_engine.corrections import Correction, CorrectionStore

@@ -111,6 +111,17 @@ class _Engine:
     num_val: int
 
 
+@dataclass(frozen=True)
+class _Corrections:
+    """The folder's label corrections, read once per change and applied to the scan."""
+
+    config: tuple  # for TrainConfig.corrections
+    problem: str  # why none are applied: the store cannot be read ("" when it can)
+    applied: object | None  # corrections.AppliedCorrections, None without corrections
+    num_train: int  # the split sizes the run will have
+    num_val: int
+
+
 def _load_engine(report):
     def load(on_progress, cancel):
         from bit_engine import devices, holdout, models, weights
@@ -152,7 +163,7 @@ class PlanPage(QWidget):
         self.state = state
         self._report = None
         self._engine: _Engine | None = None
-        self._sizes: tuple[tuple, tuple[int, int]] | None = None  # (corrections, split sizes) for the scan
+        self._corrected: _Corrections | None = None  # for the scan and the store as they are now
         self._loader: Worker | None = None
         self._weights_job: Worker | None = None
         self._estimator: Worker | None = None
@@ -360,7 +371,7 @@ class PlanPage(QWidget):
     def _on_dataset_changed(self, report) -> None:
         self._report = report if report is not None and report.ok else None
         self._engine = None  # its split sizes belong to the previous scan
-        self._sizes = None
+        self._corrected = None
         self._estimates = {}
         self._estimate_key = None
         self._estimate_timer.stop()
@@ -494,47 +505,46 @@ class PlanPage(QWidget):
             model=self.current_model(),
             strategy=self.current_strategy(),
             device="cuda" if device == "all" else device or None,
-            corrections=self._corrections()[0],
+            corrections=self._corrections().config,
             **self._overrides,
         )
 
-    def _corrections(self) -> tuple[tuple, str]:
-        """The folder's label corrections (the Data and Evaluate steps record them), and why none when the
-        store cannot be read: a person who fixed labels expects the next run to use them."""
-        from bit_engine.corrections import CorrectionStore
+    def _corrections(self) -> _Corrections:
+        """The folder's label corrections (the Data and Evaluate steps record them) and the split they leave;
+        none, and why, when the store cannot be read: a person who fixed labels expects the next run to use
+        them. Read again after a change (`correctionsChanged`) or another scan."""
+        if self._corrected is not None:
+            return self._corrected
+        from bit_engine import holdout
+        from bit_engine.corrections import CorrectionStore, apply_corrections, from_config
         from bit_engine.errors import BitStudioError
 
+        corrections, problem, applied = (), "", None
+        sizes = self._engine.num_train, self._engine.num_val
         try:
-            return CorrectionStore(self._report.root).as_config(), ""
+            corrections = CorrectionStore(self._report.root).as_config()
         except BitStudioError as exc:
-            return (), str(exc)
+            problem = str(exc)
+        if corrections:
+            corrected, applied = apply_corrections(self._report, from_config(corrections))
+            with contextlib.suppress(BitStudioError):  # the run will say why; the scan's figures meanwhile
+                split = holdout.split(corrected)
+                sizes = len(split.train), len(split.val)
+        self._corrected = _Corrections(corrections, problem, applied, *sizes)
+        return self._corrected
 
     def _split_sizes(self) -> tuple[int, int]:
         """Photos to train on and to check the model with, as the run will split them: after the folder's
         label corrections (a photo left out is not counted)."""
-        corrections = self._corrections()[0]
-        if self._sizes is not None and self._sizes[0] == corrections:
-            return self._sizes[1]
-        sizes = self._engine.num_train, self._engine.num_val
-        if corrections:
-            from bit_engine import holdout
-            from bit_engine.corrections import apply_corrections, from_config
-            from bit_engine.errors import BitStudioError
+        corrected = self._corrections()
+        return corrected.num_train, corrected.num_val
 
-            with contextlib.suppress(BitStudioError):  # the run will say why; the scan's figures meanwhile
-                split = holdout.split(apply_corrections(self._report, from_config(corrections))[0])
-                sizes = len(split.train), len(split.val)
-        self._sizes = (corrections, sizes)
-        return sizes
-
-    def _show_corrections(self, config) -> None:
-        from bit_engine.corrections import apply_corrections, from_config
-
-        problem = self._corrections()[1]
+    def _show_corrections(self) -> None:
+        corrected = self._corrections()
+        problem, applied = corrected.problem, corrected.applied
         if problem:
             self.corrections_label.setText(f"No label corrections will be applied: {problem}")
-        elif config.corrections:
-            _, applied = apply_corrections(self._report, from_config(config.corrections))
+        elif applied is not None:
             n = len(applied.applied)
             parts = [f"{applied.relabelled} moved to another class"] if applied.relabelled else []
             parts += [f"{applied.left_out} left out"] if applied.left_out else []
@@ -544,9 +554,10 @@ class PlanPage(QWidget):
                 m = len(applied.not_applied)
                 text += f"; {m} cannot be ({applied.not_applied[0][1]}{', …' if m > 1 else ''})"
             self.corrections_label.setText(f"{text}. They are listed, and can be undone, in the Data step.")
-        self.corrections_label.setVisible(bool(problem or config.corrections))
+        self.corrections_label.setVisible(bool(problem or corrected.config))
 
     def _on_corrections_changed(self, folder: str) -> None:
+        self._corrected = None
         if self._report is not None and self._engine is not None:
             self._building = True
             try:
@@ -644,7 +655,7 @@ class PlanPage(QWidget):
             f"For <b>{html.escape(self._report.root, quote=False)}</b>: {num_train:,} photos to train on, "
             f"{num_val:,} to check the model, {n_classes} classes, typical size {w}×{h}."
         )
-        self._show_corrections(config)
+        self._show_corrections()
         self.state.devices = "all" if self.current_device() == "all" else None
         self.state.set_config(config)
         self.continue_button.setEnabled(True)
