@@ -304,3 +304,17 @@ def test_photos_left_out_are_not_counted_in_the_plan(plan_window, color_folder):
     corrections = window.findChild(QLabel, "planCorrectionsLabel").text()
     assert "5 label corrections will be applied (5 left out)" in corrections
     assert window.state.config.corrections  # and the run applies them
+
+
+def test_every_setting_is_in_view_without_a_scroll_bar_of_the_table(plan_window, qtbot, color_folder):
+    from app import label_corrections
+
+    window = plan_window
+    window.resize(1300, 800)
+    label_corrections.correct(str(color_folder), "red/red_00.png", "red", None)
+    window.state.corrections_changed(str(color_folder))  # one more line above: the page gets a scroll bar
+    _wait_for_estimate(qtbot, window)
+    table = window.findChild(QTableView, "hyperRuleTable")
+    rows = sum(table.rowHeight(r) for r in range(table.model().rowCount()))
+    qtbot.waitUntil(lambda: table.viewport().height() >= rows, timeout=5_000)
+    assert not table.verticalScrollBar().isVisible()

@@ -358,6 +358,12 @@ class PlanPage(QWidget):
         hh.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         hh.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         self.rule_table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        # Every row in view (see `_fit_rule_table`), so no scroll bar of its own. A narrower page (its scroll bar
+        # appearing) wraps the reasons onto more lines: fit the rows again once the resizing has settled.
+        self.rule_table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.rule_table.verticalHeader().sectionResized.connect(
+            lambda *_: QTimer.singleShot(0, self, self._fit_rule_table)
+        )
         layout.addWidget(self.rule_table)
         self.rule_error = _named(QLabel(), "planErrorLabel", "Why a value was refused")
         self.rule_error.setWordWrap(True)
@@ -631,6 +637,14 @@ class PlanPage(QWidget):
     def _on_how_clicked(self, _link: str = "") -> None:
         self.how_panel.setVisible(not self.how_panel.isVisible())
 
+    def _fit_rule_table(self) -> None:
+        """Every row in view: the page scrolls as a whole, a second scroll bar inside it would hide settings."""
+        table = self.rule_table
+        height = table.horizontalHeader().height() + sum(
+            table.rowHeight(r) for r in range(self.rule_model.rowCount())
+        )
+        table.setFixedHeight(height + 2 * table.frameWidth() + 2)
+
     def _replan(self) -> None:
         """Recompute the plan for the current choices, publish the config, and re-time it."""
         config = self.config()
@@ -642,12 +656,7 @@ class PlanPage(QWidget):
         self._plan = make_plan(config, num_train, self._report.median_size)
         self.rule_model.set_plan(self._plan)
         self.rule_table.resizeRowsToContents()
-        # Every row in view: the page scrolls as a whole, a second scroll bar inside it would hide settings.
-        table = self.rule_table
-        height = table.horizontalHeader().height() + sum(
-            table.rowHeight(r) for r in range(self.rule_model.rowCount())
-        )
-        table.setFixedHeight(height + 2 * table.frameWidth() + 2)
+        self._fit_rule_table()
         self.reset_button.setEnabled(bool(self._plan.overrides))
         n_classes = len(self._report.classes)
         w, h = self._report.median_size
