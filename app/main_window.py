@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 
 from app import settings
 from app.state import AppState
+from app.widgets.page_style import page_title
 
 
 @dataclass(frozen=True)
@@ -130,11 +131,7 @@ class _StepFrame(QStackedWidget):
         blocked = QWidget()
         layout = QVBoxLayout(blocked)
         layout.addStretch(1)
-        title = QLabel(step.title)
-        font = title.font()
-        font.setPointSizeF(font.pointSizeF() * 1.6)
-        font.setBold(True)
-        title.setFont(font)
+        title = page_title(step.title)
         title.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.reason = QLabel()
         self.reason.setObjectName(f"{step.key}UnavailableLabel")

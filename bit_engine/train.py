@@ -489,11 +489,8 @@ def _train_and_evaluate(
     lr = plan.lr(start)
     step_ended = time.monotonic()
 
-    def within_step(k: int, parts: int) -> None:
-        # One step of a large batch on a CPU takes minutes: say that it is under way, micro-batch by
-        # micro-batch, in a "training" report without a loss (the step's own report follows it).
-        now = time.monotonic()
-        left = None if remaining is None else remaining - (now - step_ended)
+    def report_training(**figures) -> None:
+        """A "training" report at the current step, with the latest validation figures."""
         _emit(
             on_progress,
             Progress(
@@ -504,13 +501,22 @@ def _train_and_evaluate(
                 total_steps=plan.total_steps,
                 epoch=stream.epoch_at(step),
                 lr=lr,
-                images_per_s=ips,
-                elapsed=now - t0,
-                eta=left if left is not None and left > 0 else None,  # run out: no figure, not "0s"
                 val_loss=val_loss,
                 val_top1=val_top1,
-                message=f"micro-batch {k} of {parts} of step {step + 1}",
+                **figures,
             ),
+        )
+
+    def within_step(k: int, parts: int) -> None:
+        # One step of a large batch on a CPU takes minutes: say that it is under way, micro-batch by
+        # micro-batch, in a "training" report without a loss (the step's own report follows it).
+        now = time.monotonic()
+        left = None if remaining is None else remaining - (now - step_ended)
+        report_training(
+            images_per_s=ips,
+            elapsed=now - t0,
+            eta=left if left is not None and left > 0 else None,  # run out: no figure, not "0s"
+            message=f"micro-batch {k} of {parts} of step {step + 1}",
         )
 
     if isinstance(trainer, FullTrainer):
@@ -575,24 +581,12 @@ def _train_and_evaluate(
                 save_checkpoint(step)
                 run.set_status("running", step, plan.total_steps)
                 last_ckpt = time.monotonic()
-        _emit(
-            on_progress,
-            Progress(
-                "training",
-                step,
-                plan.total_steps,
-                step=step,
-                total_steps=plan.total_steps,
-                epoch=stream.epoch_at(step),
-                train_loss=loss,
-                lr=lr,
-                # The head strategy's steps run on cached features: an images/s figure would mean nothing.
-                images_per_s=None if config.strategy == "head" else ips,
-                elapsed=elapsed,
-                eta=remaining,
-                val_loss=val_loss,
-                val_top1=val_top1,
-            ),
+        report_training(
+            train_loss=loss,
+            # The head strategy's steps run on cached features: an images/s figure would mean nothing.
+            images_per_s=None if config.strategy == "head" else ips,
+            elapsed=elapsed,
+            eta=remaining,
         )
         if cancel.is_set() and step < plan.total_steps:
             save_checkpoint(step)

@@ -208,6 +208,21 @@ def _plan(window, folder, model, **kw):
     return config
 
 
+def test_the_plan_line_names_the_device_in_words(window, color_folder, tiny_bit):
+    page = window.pages["train"]
+    shown = {}
+    for device, devices in (("cpu", None), ("cuda:1", None), ("cuda", "all"), (None, None)):
+        window.state.devices = devices
+        _plan(window, color_folder, tiny_bit, device=device)
+        shown[device] = page.plan_label.text().rsplit(" · ", 1)[1]
+    assert shown == {
+        "cpu": "on the CPU",
+        "cuda:1": "on GPU 1",
+        "cuda": "on all GPUs",
+        None: "on the best device available",
+    }
+
+
 def _train_page(window, tiny_bit, seconds_per_step: float = 0.0):
     from bit_engine import models
 

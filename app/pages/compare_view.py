@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 
 from app import errors_view
 from app.widgets.naming import named
+from app.widgets.page_style import page_title
 from app.widgets.row_table import RowTableModel
 from app.workers import Worker, WorkerGroup
 
@@ -176,11 +177,7 @@ class CompareView(QWidget):
 
         self.back_button = named(QPushButton("← All runs"), "compareBackButton", "Back to the run list")
         self.back_button.clicked.connect(self.backRequested)
-        title = QLabel("Compare runs")
-        font = title.font()
-        font.setPointSizeF(font.pointSizeF() * 1.4)
-        font.setBold(True)
-        title.setFont(font)
+        title = page_title("Compare runs")
         self.subtitle = named(QLabel(), "compareSubtitleLabel", "Runs compared")
         self.subtitle.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 

@@ -43,6 +43,7 @@ from app.widgets.class_table import (
     ThumbnailStripDelegate,
 )
 from app.widgets.naming import named as _named
+from app.widgets.page_style import PAGE_MARGINS, page_title
 from app.widgets.thumbnails import ThumbnailLoader
 from app.workers import Worker, user_message
 
@@ -54,15 +55,6 @@ _SCAN_STAGES = {
     "reading": "Reading photos",
     "comparing": "Looking for duplicate photos",
 }
-
-
-def _title(text: str, scale: float = 1.5) -> QLabel:
-    label = QLabel(text)
-    font = label.font()
-    font.setPointSizeF(font.pointSizeF() * scale)
-    font.setBold(True)
-    label.setFont(font)
-    return label
 
 
 class DataPage(QWidget):
@@ -99,7 +91,7 @@ class DataPage(QWidget):
         outer = QVBoxLayout(page)
         outer.setContentsMargins(48, 40, 48, 32)
         outer.addStretch(1)
-        headline = _title("Teach your computer to tell your photos apart", 1.7)
+        headline = page_title("Teach your computer to tell your photos apart", 1.7)
         headline.setWordWrap(True)
         outer.addWidget(headline)
         intro = QLabel(
@@ -166,7 +158,7 @@ class DataPage(QWidget):
         outer = QVBoxLayout(page)
         outer.setContentsMargins(48, 40, 48, 32)
         outer.addStretch(1)
-        self.scan_title = _title("Reading the folder…")
+        self.scan_title = page_title("Reading the folder…")
         outer.addWidget(self.scan_title)
         self.scan_folder = QLabel()
         self.scan_folder.setWordWrap(True)
@@ -194,10 +186,10 @@ class DataPage(QWidget):
         page = QWidget()
         page.setObjectName("reportView")
         outer = QVBoxLayout(page)
-        outer.setContentsMargins(24, 18, 24, 12)
+        outer.setContentsMargins(*PAGE_MARGINS)
         header = QHBoxLayout()
         titles = QVBoxLayout()
-        self.folder_title = _named(_title(""), "folderTitleLabel", "Folder name")
+        self.folder_title = _named(page_title(""), "folderTitleLabel", "Folder name")
         self.folder_path = _named(QLabel(), "folderPathLabel", "Folder path")
         self.folder_path.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.folder_path.setEnabled(False)

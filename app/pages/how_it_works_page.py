@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 
 from app.state import AppState
 from app.widgets.naming import named as _named
+from app.widgets.page_style import PAGE_MARGINS, page_title
 from app.workers import Worker, user_message
 
 pg.setConfigOptions(useOpenGL=False, antialias=True)
@@ -146,12 +147,8 @@ class HowItWorksPage(QWidget):
 
     def _build(self) -> None:
         outer = QVBoxLayout(self)
-        outer.setContentsMargins(24, 18, 24, 12)
-        title = QLabel("How it works")
-        font = title.font()
-        font.setPointSizeF(font.pointSizeF() * 1.5)
-        font.setBold(True)
-        title.setFont(font)
+        outer.setContentsMargins(*PAGE_MARGINS)
+        title = page_title("How it works")
         outer.addWidget(title)
         outer.addWidget(_text(INTRO, "howItWorksIntro", "What this step shows"))
 

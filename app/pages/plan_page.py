@@ -38,6 +38,7 @@ from app import settings, timing
 from app.state import AppState
 from app.widgets.hyperrule_table import HyperRuleDelegate, HyperRuleModel
 from app.widgets.naming import named as _named
+from app.widgets.page_style import PAGE_MARGINS, page_title
 from app.workers import Worker, user_message
 
 #: Below this many training photos, training only a new head is recommended (the small-dataset scenario:
@@ -186,12 +187,8 @@ class PlanPage(QWidget):
     def _build(self) -> None:
         content = QWidget()
         outer = QVBoxLayout(content)
-        outer.setContentsMargins(24, 18, 24, 12)
-        title = QLabel("Plan")
-        font = title.font()
-        font.setPointSizeF(font.pointSizeF() * 1.5)
-        font.setBold(True)
-        title.setFont(font)
+        outer.setContentsMargins(*PAGE_MARGINS)
+        title = page_title("Plan")
         outer.addWidget(title)
         self.subtitle = _named(QLabel("Loading the model table…"), "planDatasetLabel", "What the plan is for")
         self.subtitle.setWordWrap(True)

@@ -35,6 +35,7 @@ from app import errors_view
 from app.pages.compare_view import CompareView
 from app.state import AppState
 from app.widgets.charts import TrainingCharts
+from app.widgets.page_style import PAGE_MARGINS, page_title
 from app.widgets.row_table import RowTableModel
 from app.workers import Worker, WorkerGroup
 
@@ -153,11 +154,7 @@ class RunsPage(QWidget):
         self._shown = None  # (path, status, plan) of the run in the panel
         self._stale = True
 
-        title = QLabel("Runs")
-        font = title.font()
-        font.setPointSizeF(font.pointSizeF() * 1.4)
-        font.setBold(True)
-        title.setFont(font)
+        title = page_title("Runs")
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.setObjectName("refreshRunsButton")
         self.refresh_button.setAccessibleName("Refresh the run list")
@@ -196,6 +193,7 @@ class RunsPage(QWidget):
         self.empty_label = QLabel("No runs yet. Runs appear here once you start training in the Train step.")
         self.empty_label.setObjectName("noRunsLabel")
         self.empty_label.setWordWrap(True)
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
 
         self.run_title = QLabel()
         self.run_title.setObjectName("runTitleLabel")
@@ -261,6 +259,7 @@ class RunsPage(QWidget):
         self.stack.addWidget(browse)
         self.stack.addWidget(self.compare_view)
         layout = QVBoxLayout(self)
+        layout.setContentsMargins(*PAGE_MARGINS)
         layout.addWidget(self.stack)
         self._show_details(None)
         self._update_compare()

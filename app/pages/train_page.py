@@ -30,6 +30,7 @@ from app.state import AppState
 from app.training import PHASE_WORDS, TrainingSession
 from app.widgets.charts import TrainingCharts
 from app.widgets.log_view import RunLogView
+from app.widgets.page_style import PAGE_MARGINS, page_title
 from app.workers import Worker
 
 if TYPE_CHECKING:
@@ -78,6 +79,15 @@ def progress_text(p: Progress) -> tuple[str, int, int]:
     return f"{words}…", 0, 0
 
 
+#: The device the run was planned for, in words ("cuda:N" reads "GPU N").
+_DEVICE_WORDS = {
+    "": "the best device available",
+    "all": "all GPUs",
+    "cpu": "the CPU",
+    "cuda": "the GPU",
+}
+
+
 class TrainPage(QWidget):
     """Train the plan of the Plan step, watch it, cancel it, resume it.
 
@@ -108,11 +118,7 @@ class TrainPage(QWidget):
         self._resumable = False
         self._helpers: list[Worker] = []  # weight downloads and imports started from an error message
 
-        title = QLabel("Train")
-        font = title.font()
-        font.setPointSizeF(font.pointSizeF() * 1.4)
-        font.setBold(True)
-        title.setFont(font)
+        title = page_title("Train")
         self.plan_label = QLabel()
         self.plan_label.setObjectName("planSummaryLabel")
         self.plan_label.setAccessibleName("What will be trained")
@@ -160,6 +166,7 @@ class TrainPage(QWidget):
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 1)
         layout = QVBoxLayout(self)
+        layout.setContentsMargins(*PAGE_MARGINS)
         layout.addWidget(title)
         layout.addWidget(self.plan_label)
         layout.addLayout(buttons)
@@ -219,7 +226,9 @@ class TrainPage(QWidget):
 
     def _describe(self, config: TrainConfig, devices: str | None) -> None:
         steps = f"{config.steps} steps" if config.steps else "the HyperRule's number of steps"
-        device = "all GPUs" if devices == "all" else devices or "the best device available"
+        device = _DEVICE_WORDS.get(devices or "", devices or "")
+        if devices and devices.startswith("cuda:"):
+            device = f"GPU {devices.removeprefix('cuda:')}"
         self.plan_label.setText(
             f"<b>{Path(config.data_dir).name}</b> · {config.model} · "
             f"{_STRATEGY_WORDS.get(config.strategy, config.strategy)} · {steps} · on {device}"
