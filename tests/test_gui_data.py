@@ -160,3 +160,22 @@ def test_a_wrapped_folder_and_a_class_too_small_to_measure_are_explained(window,
     split = window.findChild(QLabel, "splitLabel").text()
     assert "No validation photo for <b>blue</b>" in split
     assert ["blue", "1", "0: accuracy not measured"] in _table(window)
+
+
+def test_the_class_table_gets_the_room_its_rows_need_before_the_panels_under_it(window, qtbot, tmp_path):
+    from conftest import make_color_folder
+
+    folder = make_color_folder(tmp_path / "three", per_class=6)
+    (folder / "red" / "notes.txt").write_text("not a photo")
+    window.resize(1280, 800)
+    window.open_folder(str(folder))
+    page = _wait_for_report(qtbot, window)
+    table = window.findChild(QTableView, "classTable")
+
+    def every_row_in_view() -> bool:
+        last = table.visualRect(table.model().index(2, 0))
+        return last.isValid() and last.bottom() <= table.viewport().height()
+
+    # The label check's panel and the skipped files list take what is left (they scroll).
+    qtbot.waitUntil(every_row_in_view, timeout=5_000)
+    assert page.label_issues.height() > 0 and window.findChild(QListWidget, "skippedList").isVisible()

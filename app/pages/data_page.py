@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -266,12 +266,34 @@ class DataPage(QWidget):
         skipped_layout.addWidget(self.skipped_list)
         splitter.addWidget(skipped_box)
         self.label_issues = LabelIssuesPanel(self.state)
+        self.label_issues.issuesShown.connect(
+            lambda report: self._share_the_height(reviewing=bool(report.issues))
+        )
         splitter.addWidget(self.label_issues)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 1)
         splitter.setStretchFactor(2, 3)
+        self.report_splitter = splitter
         outer.addWidget(splitter, 1)
         return page
+
+    def _share_the_height(self, reviewing: bool = False) -> None:
+        """Give the class table the room its rows need (up to half the height), the skipped files what their
+        list asks for (up to a fifth), and the label check the rest: the classes are what this step is for,
+        and the label check's panel scrolls. `reviewing`: the label check listed photos to look at; the
+        table and the skipped files give up more of their room (a third, an eighth) to that list."""
+        splitter = self.report_splitter
+        total = sum(splitter.sizes())
+        if total <= 0 or not self.class_table.isVisible():
+            return
+        table = self.class_table
+        rows = self.class_model.rowCount()
+        wanted = table.horizontalHeader().height() + rows * (THUMB_SIZE + 10) + 2 * table.frameWidth() + 2
+        table_height = min(wanted, total // (3 if reviewing else 2))
+        skipped = 0
+        if self.skipped_box.isVisible():
+            skipped = min(self.skipped_box.sizeHint().height(), total // (8 if reviewing else 5))
+        splitter.setSizes([table_height, skipped, max(0, total - table_height - skipped)])
 
     # ------------------------------------------------------------------------------------------ actions
 
@@ -470,6 +492,8 @@ class DataPage(QWidget):
         self._show_skipped(report)
         self.label_issues.set_report(report)
         self.views.setCurrentIndex(2)
+        # Once the report view is laid out at its new contents.
+        QTimer.singleShot(0, self._share_the_height)
 
     @classmethod
     def _split_text(cls, report, split) -> str:

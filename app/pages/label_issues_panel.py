@@ -121,6 +121,15 @@ def _search_call(folder: str, run_dir: str | None, plan):
     return call
 
 
+class _CompactList(QListWidget):
+    """A list that asks for little height: it grows with the room it is given, but its preferred height
+    (QListWidget asks for 192 px) is what the panel's scroll area makes room for, and in a short window that
+    pushed the buttons under the list out of sight."""
+
+    def sizeHint(self) -> QSize:
+        return QSize(super().sizeHint().width(), 96)
+
+
 class IssueRow(QWidget):
     """One likely label error: thumbnail, file, what its folder says, what the model suggests, and actions.
 
@@ -324,9 +333,11 @@ class LabelIssuesPanel(QWidget):
             "computed."
         )
         self.placeholder.setWordWrap(True)
-        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        # At the top: in a short window the panel scrolls, and a centred hint would be cut in half.
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
+        self.placeholder.setContentsMargins(0, 24, 0, 0)
         self.placeholder.setEnabled(False)
-        self.issue_list = _named(QListWidget(), "labelIssueList", "Photos that may be in the wrong folder")
+        self.issue_list = _named(_CompactList(), "labelIssueList", "Photos that may be in the wrong folder")
         self.issue_list.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.issue_list.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.more_button = _named(QPushButton(), "moreLabelIssuesButton", "Show more photos")
@@ -350,7 +361,7 @@ class LabelIssuesPanel(QWidget):
         font.setBold(True)
         self.count_label.setFont(font)
         box_layout.addWidget(self.count_label)
-        self.corrections_list = _named(QListWidget(), "correctionsList", "Corrections kept for this folder")
+        self.corrections_list = _named(_CompactList(), "correctionsList", "Corrections kept for this folder")
         self.corrections_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.corrections_list.setIconSize(QSize(32, 32))
         self.corrections_list.itemSelectionChanged.connect(self._on_selection_changed)
