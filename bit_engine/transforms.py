@@ -1,4 +1,4 @@
-"""BiT pre-processing as torchvision v2 transforms, and the datasets that feed the training loop.
+"""BiT pre-processing (torchvision v2 transforms for training), and the datasets that feed the training loop.
 
 Train: resize the whole image to a square (aspect ratio not kept), random crop, random horizontal flip.
 Eval: resize to the crop size only, no centre crop. Both resize PIL images with PIL's bilinear filter, the
@@ -17,16 +17,19 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 from bit_engine.errors import BitStudioError
 from bit_engine.images import ImageError, open_rgb, to_model_input
 from bit_engine.machine import available_memory
 from bit_engine.models import Normalization
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 #: Decoded, resized images are kept in memory when they fit in this many bytes (see `should_cache`).
 CACHE_BUDGET_BYTES = 2 * 1024**3
@@ -81,8 +84,16 @@ class Preprocessing:
         """Side of the square a decoded image is resized to (what the in-memory cache stores)."""
         return self.resize if train else self.crop
 
-    def tensor_transform(self, train: bool) -> v2.Transform:
-        """From a resized uint8 image (PIL or CHW tensor) to the normalized float input."""
+    def tensor_transform(self, train: bool) -> v2.Transform | EvalInput:
+        """From a resized uint8 image (a CHW tensor; PIL too while training) to the normalized float input.
+
+        Evaluation has no random step, and its three steps are `EvalInput`: feature passes, evaluation and
+        the label check do not import torchvision (over a second of imports, holding the window's GIL in
+        bursts when they run on a worker thread)."""
+        if not train:
+            return EvalInput(self.mean, self.std)
+        from torchvision.transforms import v2
+
         steps: list[v2.Transform] = [v2.ToImage()]
         if train and self.random_crop and self.resize != self.crop:
             steps.append(v2.RandomCrop(self.crop))
@@ -90,6 +101,23 @@ class Preprocessing:
             steps.append(v2.RandomHorizontalFlip())
         steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(self.mean), list(self.std))]
         return v2.Compose(steps)
+
+
+class EvalInput:
+    """A uint8 CHW image to the normalized float input: torchvision v2's ToImage, ToDtype(float32, scale=True)
+    and Normalize, as the same tensor operations in the same order (equal bit for bit, which a test checks).
+
+    Args:
+        mean: per-channel mean on [0, 1] RGB.
+        std: per-channel std on [0, 1] RGB.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(list(std), dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return image.to(torch.float32).mul_(1.0 / 255).sub_(self.mean).div_(self.std)
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

@@ -451,3 +451,52 @@ def test_the_window_times_both_strategies_in_its_child_process(color_folder, tin
     for strategy, result in results.items():
         assert isinstance(result, train.Estimate), f"{strategy}: {result}"
         assert result.text.startswith("About ") and result.seconds > 0
+
+
+@pytest.mark.parametrize(
+    "mean, std",
+    [((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))],
+    ids=["bit", "imagenet"],
+)
+def test_the_evaluation_input_equals_torchvisions_bit_for_bit(mean, std):
+    from torchvision.transforms import v2
+
+    from bit_engine.transforms import Preprocessing
+
+    pre = Preprocessing(resize=40, crop=32, mean=mean, std=std)
+    reference = v2.Compose(
+        [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    )
+    ours = pre.tensor_transform(train=False)
+    images = torch.randint(
+        0, 256, (6, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    images[0] = 0
+    images[1] = 255
+    before = images.clone()
+    for image in images:
+        expected = reference(image.clone())
+        got = ours(image)
+        assert got.dtype == torch.float32 and got.shape == (3, 32, 32)
+        assert torch.equal(got, expected.as_subclass(torch.Tensor))
+    assert torch.equal(images, before)  # the photo's tensor (the cache's) is not changed in place
+
+
+def test_evaluation_and_the_label_check_do_not_import_torchvision(color_folder):
+    import subprocess
+    import sys
+
+    # A fresh interpreter: this one has imported torchvision for other tests.
+    code = (
+        "import sys\n"
+        "from bit_engine import evaluate, explain, features, label_issues\n"
+        "from bit_engine.transforms import ImageDataset, Preprocessing\n"
+        "pre = Preprocessing(resize=40, crop=32, mean=(0.5,) * 3, std=(0.5,) * 3)\n"
+        f"ds = ImageDataset([{str(next(color_folder.glob('red/*')))!r}], [0], pre, train=False)\n"
+        "x, label, index = ds[0]\n"
+        "assert x.shape == (3, 32, 32), x.shape\n"
+        "print('torchvision' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
