@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app import settings
+from app import pyside_imports, settings
 from app.state import AppState
 from app.widgets.page_style import page_title
 
@@ -176,6 +176,8 @@ class MainWindow(QMainWindow):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
+        # Before any page imports the engine: imports after Qt at their speed without it.
+        pyside_imports.install()
         self.setObjectName("mainWindow")
         self.setWindowTitle("BiT Studio")
         self.setAcceptDrops(True)

@@ -174,3 +174,21 @@ def test_the_fixed_object_names_exist_with_accessible_names(window):
             for widget in page.findChildren(kind):
                 if widget.objectName() and not widget.objectName().startswith("qt_"):
                     assert widget.accessibleName(), widget.objectName()
+
+
+def test_imports_after_qt_skip_pysides_source_scan_with_the_same_answers(window):
+    import random
+    import sys
+
+    import bit_engine.config
+    import PySide6.QtCore
+
+    feature = sys.modules["shibokensupport.feature"]
+    ours = feature._mod_uses_pyside
+    assert getattr(ours, "reads_bytes", False), "the window did not install app.pyside_imports"
+    upstream = ours.upstream
+    named = [sys.modules["app.main_window"], bit_engine.config, PySide6, PySide6.QtCore, sys, random]
+    assert [ours(m) for m in named] == [True, False, True, False, False, False]
+    loaded = sorted((n, m) for n, m in sys.modules.items() if m is not None)
+    sample = [m for _, m in random.Random(0).sample(loaded, 40)] + named
+    assert [ours(m) for m in sample] == [upstream(m) for m in sample]
