@@ -180,8 +180,9 @@ def test_imports_after_qt_skip_pysides_source_scan_with_the_same_answers(window)
     import random
     import sys
 
-    import bit_engine.config
     import PySide6.QtCore
+
+    import bit_engine.config
 
     feature = sys.modules["shibokensupport.feature"]
     ours = feature._mod_uses_pyside
