@@ -12,10 +12,12 @@ and the head strategy's estimate times the feature pass with the decoding worker
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import pickle
 from collections.abc import Callable
 
+from bit_engine.machine import stop_with_workers
 from bit_engine.progress import OperationCancelled
 
 
@@ -29,8 +31,9 @@ def estimate_in_child(spec, config, num_train: int, num_val: int, median_size):
 
 def _time_each(connection, spec, configs, num_train: int, num_val: int, median_size) -> None:
     """The child: time each config in order, sending (strategy, Estimate or exception) after each."""
-    from bit_engine.machine import fork_worker_processes
+    from bit_engine.machine import fork_worker_processes, lead_process_group
 
+    lead_process_group()  # a cancel stops this process and its decoding workers together
     fork_worker_processes()  # the run's decoding workers start as the run's will
     for config in configs:
         try:
@@ -83,6 +86,7 @@ def time_strategies(
             on_result(strategy, result)
     finally:
         if child.is_alive():
-            child.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                stop_with_workers(child.pid)
         child.join(10)
         receiving.close()

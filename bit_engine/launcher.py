@@ -46,7 +46,7 @@ from bit_engine.config import TrainConfig
 from bit_engine.devices import parse_devices
 from bit_engine.distributed import DEFAULT_TIMEOUT_S, DistributedError, TrainJob, ensure_weights, run_rank
 from bit_engine.errors import BitStudioError
-from bit_engine.machine import fork_worker_processes
+from bit_engine.machine import fork_worker_processes, lead_process_group, stop_with_workers
 from bit_engine.progress import CancelFlag, OperationCancelled, Progress, ProgressCallback
 from bit_engine.runs import RunDir, RunError
 from bit_engine.train import DistContext, RunResult, TrainingError, new_run_dir
@@ -138,6 +138,7 @@ def _child_process(rank, devices, port, job, events, cancel_event, setup, timeou
     """Body of one spawned training process: this process's run, its progress and its end, over `events`."""
     # Ctrl-C in a terminal reaches every process of the group; the parent turns it into a polite stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    lead_process_group()  # a forced stop reaches this process's data workers too
     fork_worker_processes()
     world = len(devices)
     cancel = _CancelOrOrphaned(cancel_event)
@@ -366,14 +367,14 @@ class TrainingProcess:
         alive = [p for p in self.processes if p.exitcode is None]
         for p in alive:
             with contextlib.suppress(OSError):
-                p.terminate()
+                stop_with_workers(p.pid)
         deadline = time.monotonic() + STOP_GRACE_S
         for p in alive:
             p.join(max(0.0, deadline - time.monotonic()))
         for p in alive:
             if p.exitcode is None:
                 with contextlib.suppress(OSError):
-                    p.kill()
+                    stop_with_workers(p.pid, force=True)
                 p.join()
 
     def _watch(self, on_progress, cancel) -> RunResult:

@@ -186,3 +186,51 @@ def test_the_child_starts_its_data_workers_by_fork(color_folder, tiny_bit, tmp_p
     assert result.status == "done" and result.report.num_images == 6
     assert record.read_text() == "fork"
     _assert_nothing_left(process)
+
+
+def _sleep_forever() -> None:
+    import time
+
+    time.sleep(600)
+
+
+def _lead_a_group_and_fork_a_worker(connection) -> None:
+    from bit_engine.machine import lead_process_group
+
+    lead_process_group()
+    worker = multiprocessing.get_context("fork").Process(target=_sleep_forever, daemon=True)
+    worker.start()
+    connection.send(worker.pid)
+    _sleep_forever()
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="process groups are POSIX")
+def test_a_stopped_child_takes_its_forked_workers_with_it_at_once():
+    # A DataLoader worker forked by the window's timing or training child outlived a SIGTERM of the child by
+    # up to 5 s, and held the pipe by which `join` sees the child end: closing the window while the Plan step
+    # was timing waited that long (and a run in the Train step finished meanwhile instead of stopping).
+    import time
+
+    from bit_engine.machine import stop_with_workers
+
+    receiving, sending = multiprocessing.Pipe(duplex=False)
+    child = multiprocessing.get_context("spawn").Process(
+        target=_lead_a_group_and_fork_a_worker, args=(sending,)
+    )
+    child.start()
+    try:
+        assert receiving.poll(60), "the child did not start its worker"
+        worker_pid = receiving.recv()
+        started = time.monotonic()
+        stop_with_workers(child.pid)
+        child.join(10)
+        seconds = time.monotonic() - started
+        assert child.exitcode == -signal.SIGTERM and seconds < 2
+        with pytest.raises(ProcessLookupError):
+            for _ in range(100):  # the worker, reaped by init once its parent is gone
+                os.kill(worker_pid, 0)
+                time.sleep(0.02)
+    finally:
+        if child.is_alive():
+            child.kill()
+            child.join()

@@ -433,7 +433,7 @@ def test_prepared_once_then_estimated_and_trained_without_a_second_scan(
 
 
 def test_the_window_times_both_strategies_in_its_child_process(color_folder, tiny_bit):
-    # The window's timing runs in a pool's worker, which may not start processes of its own: the head
+    # The window times in a plain child process (a pool worker may not start processes of its own): the head
     # strategy's feature pass must be timed there too (it failed with "daemonic processes are not allowed
     # to have children" when it started decoding workers).
     from app import timing
