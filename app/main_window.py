@@ -423,9 +423,10 @@ class MainWindow(QMainWindow):
         self.resize(1180, 760)
 
     def shutdown(self) -> None:
-        """Cancel and wait for every page's background work (idempotent)."""
-        for page in self.pages.values():
-            page.shutdown()
+        """Cancel and wait for every page's background work (idempotent). The Train step's run first: the
+        user asked for it to stop, and another page's wait must not let it train on meanwhile."""
+        for key in sorted(self.pages, key=lambda key: key != "train"):
+            self.pages[key].shutdown()
 
     def _on_resume_requested(self, run_dir: str) -> None:
         self.state.set_run(run_dir)

@@ -192,4 +192,11 @@ def test_imports_after_qt_skip_pysides_source_scan_with_the_same_answers(window)
     assert [ours(m) for m in named] == [True, False, True, False, False, False]
     loaded = sorted((n, m) for n, m in sys.modules.items() if m is not None)
     sample = [m for _, m in random.Random(0).sample(loaded, 40)] + named
-    assert [ours(m) for m in sample] == [upstream(m) for m in sample]
+
+    def answer(check, module):  # PySide6's own check raises for a few odd modules (torch._classes): so do we
+        try:
+            return check(module)
+        except Exception as exc:
+            return type(exc)
+
+    assert [answer(ours, m) for m in sample] == [answer(upstream, m) for m in sample]
