@@ -47,8 +47,9 @@ def lead_process_group() -> None:
     A process stopped by a signal alone leaves its forked DataLoader workers behind: they notice only at
     their next check of their parent, up to 5 s later, and until then they hold the pipe that tells the
     starting process this one has ended, so its `join` waits too. A stop through `stop_with_workers`
-    reaches them all at once. Called first in the window's training and timing children, never in a
-    process a terminal controls.
+    reaches them all at once. Called first in the training children (the window's, and the command line's
+    on several GPUs) and in the window's timing child. None of them reads the terminal, and a Ctrl-C reaches
+    them as their parent's polite stop, so leaving the terminal's process group changes nothing else.
     """
     if hasattr(os, "setpgid"):
         os.setpgid(0, 0)
