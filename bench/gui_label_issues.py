@@ -15,7 +15,9 @@ moved into another class's folder; the found/planted counts are printed too.
 Measured on the shared 2-core test machine (busy with other work), 240 photos, 12 planted, until every row
 is listed: first search 29.9 s, longest stall 486 ms, 9 stalls over 50 ms in 2,494 ticks; second search 2.0 s,
 longest stall 23 ms, none over 50 ms (idle over the same time: longest 11 ms). Both found 12 photos, 11 of
-them planted. A probe of when the first search's stalls come (progress phases beside the stalls) put them
+them planted. Later, on the same machine when quiet (2026-11-24, four runs, after the faster feature pass):
+first search 5.7-7.5 s, longest stall 137-219 ms, 4-5 stalls over 50 ms; second search 0.6-1.2 s, longest
+stall under 21 ms. A probe of when the first search's stalls come (progress phases beside the stalls) put them
 before the scan starts (the search's modules, onnxruntime among them, imported on the worker thread), early
 in the features phase (the backbone exported to ONNX), and one as the list appears; the cached search has
 none of these. Building every row in one go froze the window for about 15 ms a row, so rows are built a few
