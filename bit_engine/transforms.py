@@ -95,9 +95,9 @@ class Preprocessing:
         from torchvision.transforms import v2
 
         steps: list[v2.Transform] = [v2.ToImage()]
-        if train and self.random_crop and self.resize != self.crop:
+        if self.random_crop and self.resize != self.crop:
             steps.append(v2.RandomCrop(self.crop))
-        if train and self.flip:
+        if self.flip:
             steps.append(v2.RandomHorizontalFlip())
         steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(self.mean), list(self.std))]
         return v2.Compose(steps)

@@ -63,15 +63,22 @@ def _no_worker_left_running():
     pytest.fail(f"Worker threads still running at the end of the test: {', '.join(left)}", pytrace=False)
 
 
+def shown(qtbot, widget, size: tuple[int, int] | None = None):
+    """`widget` handed to qtbot (closed after the test), resized to `size` if given, shown and exposed."""
+    qtbot.addWidget(widget)
+    if size is not None:
+        widget.resize(*size)
+    widget.show()
+    qtbot.waitExposed(widget)
+    return widget
+
+
 @pytest.fixture
 def window(qtbot):
     """BiT Studio's main window, shown offscreen; its workers are shut down when the test ends."""
     from app import MainWindow
 
-    w = MainWindow()
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
+    w = shown(qtbot, MainWindow())
     yield w
     w.shutdown()
 
@@ -83,11 +90,7 @@ def evaluate_page(qtbot):
     from app.pages.evaluate_page import EvaluatePage
     from app.state import AppState
 
-    page = EvaluatePage(AppState())
-    qtbot.addWidget(page)
-    page.resize(1200, 800)
-    page.show()
-    qtbot.waitExposed(page)
+    page = shown(qtbot, EvaluatePage(AppState()), (1200, 800))
     yield page
     page.shutdown()
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import shown
 from gui_runs import make_confusing_folder, shared_exported_run
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
@@ -223,11 +224,8 @@ def test_failed_verification_says_so_and_keeps_the_previous_file(qtbot, page, ru
 def test_hundred_classes_fit_with_tooltips(qtbot):
     model = ConfusionMatrixModel()
     view = ConfusionMatrixView()
-    qtbot.addWidget(view)
     view.setModel(model)
-    view.resize(700, 600)
-    view.show()
-    qtbot.waitExposed(view)
+    shown(qtbot, view, (700, 600))
     classes = [f"species {i:03d}" for i in range(100)]
     counts = [[(20 if r == c else (3 if c == (r + 1) % 100 else 0)) for c in range(100)] for r in range(100)]
     model.set_matrix(classes, counts)

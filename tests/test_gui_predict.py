@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shown
 from gui_runs import cli_rows, drop, shared_exported_run
 from PIL import Image
 from PySide6.QtCore import QMimeData, Qt, QTimer
@@ -36,11 +37,7 @@ def page(qtbot, state, monkeypatch):
         monkeypatch.setattr(
             QMessageBox, name, lambda *a, _n=name, **k: pytest.fail(f"QMessageBox.{_n} shown")
         )
-    page = PredictPage(state)
-    qtbot.addWidget(page)
-    page.resize(900, 700)
-    page.show()
-    qtbot.waitExposed(page)
+    page = shown(qtbot, PredictPage(state), (900, 700))
     yield page
     page.shutdown()
 

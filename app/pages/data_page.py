@@ -43,7 +43,7 @@ from app.widgets.class_table import (
     ThumbnailStripDelegate,
 )
 from app.widgets.naming import named as _named
-from app.widgets.page_style import PAGE_MARGINS, page_title
+from app.widgets.page_style import PAGE_MARGINS, height_showing_every_row, page_title
 from app.widgets.thumbnails import ThumbnailLoader
 from app.workers import Worker, user_message
 
@@ -286,10 +286,7 @@ class DataPage(QWidget):
         total = sum(splitter.sizes())
         if total <= 0 or not self.class_table.isVisible():
             return
-        table = self.class_table
-        rows = self.class_model.rowCount()
-        wanted = table.horizontalHeader().height() + rows * (THUMB_SIZE + 10) + 2 * table.frameWidth() + 2
-        table_height = min(wanted, total // (3 if reviewing else 2))
+        table_height = min(height_showing_every_row(self.class_table), total // (3 if reviewing else 2))
         skipped = 0
         if self.skipped_box.isVisible():
             skipped = min(self.skipped_box.sizeHint().height(), total // (8 if reviewing else 5))

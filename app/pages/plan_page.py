@@ -38,7 +38,7 @@ from app import settings, timing
 from app.state import AppState
 from app.widgets.hyperrule_table import HyperRuleDelegate, HyperRuleModel
 from app.widgets.naming import named as _named
-from app.widgets.page_style import PAGE_MARGINS, page_title
+from app.widgets.page_style import PAGE_MARGINS, height_showing_every_row, page_title
 from app.workers import Worker, user_message
 
 #: Below this many training photos, training only a new head is recommended (the small-dataset scenario:
@@ -636,11 +636,7 @@ class PlanPage(QWidget):
 
     def _fit_rule_table(self) -> None:
         """Every row in view: the page scrolls as a whole, a second scroll bar inside it would hide settings."""
-        table = self.rule_table
-        height = table.horizontalHeader().height() + sum(
-            table.rowHeight(r) for r in range(self.rule_model.rowCount())
-        )
-        table.setFixedHeight(height + 2 * table.frameWidth() + 2)
+        self.rule_table.setFixedHeight(height_showing_every_row(self.rule_table))
 
     def _replan(self) -> None:
         """Recompute the plan for the current choices, publish the config, and re-time it."""

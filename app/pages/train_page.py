@@ -79,13 +79,12 @@ def progress_text(p: Progress) -> tuple[str, int, int]:
     return f"{words}…", 0, 0
 
 
-#: The device the run was planned for, in words ("cuda:N" reads "GPU N").
-_DEVICE_WORDS = {
-    "": "the best device available",
-    "all": "all GPUs",
-    "cpu": "the CPU",
-    "cuda": "the GPU",
-}
+def _device_words(devices: str | None) -> str:
+    """The device the run was planned for, in words: "the CPU", "GPU 1", "all GPUs"."""
+    if devices and devices.startswith("cuda:"):
+        return f"GPU {devices.removeprefix('cuda:')}"
+    words = {None: "the best device available", "all": "all GPUs", "cpu": "the CPU", "cuda": "the GPU"}
+    return words.get(devices or None, devices)
 
 
 class TrainPage(QWidget):
@@ -226,9 +225,7 @@ class TrainPage(QWidget):
 
     def _describe(self, config: TrainConfig, devices: str | None) -> None:
         steps = f"{config.steps} steps" if config.steps else "the HyperRule's number of steps"
-        device = _DEVICE_WORDS.get(devices or "", devices or "")
-        if devices and devices.startswith("cuda:"):
-            device = f"GPU {devices.removeprefix('cuda:')}"
+        device = _device_words(devices)
         self.plan_label.setText(
             f"<b>{Path(config.data_dir).name}</b> · {config.model} · "
             f"{_STRATEGY_WORDS.get(config.strategy, config.strategy)} · {steps} · on {device}"
